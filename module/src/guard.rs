@@ -1,0 +1,424 @@
+//! The guard: a command filter that refuses every write to a guarded stream that does not come
+//! from the module itself.
+//!
+//! A filter runs before Redis looks the command up, for every client, for each command queued
+//! in MULTI, for each `redis.call` of a script and for other modules' `RedisModule_Call`. It
+//! cannot reply, so a refused command is rewritten into `RECONCILE.GUARDED <command> <key>`,
+//! which answers the error and logs who tried.
+//!
+//! Most commands name no guarded key, and the filter lets them go after comparing their
+//! arguments with the guarded names. Only when an argument matches does it ask Redis which
+//! arguments are keys and how the command uses them.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis_module::raw;
+
+use crate::ffi::{self, api, bytes, OwnedString, RedisModuleCtx, RedisModuleString};
+use crate::log::RateLimitedLog;
+use crate::state::{self, Stats, STATS};
+
+/// The command a refused one is rewritten into.
+pub const DENY_COMMAND: &str = "RECONCILE.GUARDED";
+
+/// How Redis describes one key argument of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyUse {
+    pub pos: usize,
+    /// `REDISMODULE_CMD_KEY_*` bits, or `None` when the server cannot tell.
+    pub flags: Option<u64>,
+}
+
+/// What Redis knows about the key arguments of a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyInfo {
+    Keys(Vec<KeyUse>),
+    /// Unknown command or wrong arity: Redis refuses it on its own after the filter.
+    Invalid,
+}
+
+/// The filter's decision.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Deny { key: Vec<u8> },
+}
+
+const KEY_RO: u64 = raw::REDISMODULE_CMD_KEY_RO as u64;
+const KEY_NOT_KEY: u64 = raw::REDISMODULE_CMD_KEY_NOT_KEY as u64;
+const KEY_WRITES: u64 = (raw::REDISMODULE_CMD_KEY_RW
+    | raw::REDISMODULE_CMD_KEY_OW
+    | raw::REDISMODULE_CMD_KEY_RM
+    | raw::REDISMODULE_CMD_KEY_UPDATE
+    | raw::REDISMODULE_CMD_KEY_INSERT
+    | raw::REDISMODULE_CMD_KEY_DELETE) as u64;
+
+/// Consumer-group bookkeeping: writes to the group state, never to the entries.
+const GROUP_COMMANDS: [&[u8]; 5] = [b"xreadgroup", b"xack", b"xclaim", b"xautoclaim", b"xgroup"];
+/// Scripts pass: each `redis.call` inside them goes through the filter on its own.
+const SCRIPT_COMMANDS: [&[u8]; 6] = [
+    b"eval",
+    b"evalsha",
+    b"eval_ro",
+    b"evalsha_ro",
+    b"fcall",
+    b"fcall_ro",
+];
+/// Read-only for the source key, yet they duplicate or move a guarded stream's content.
+const BOTH_SIDES: [&[u8]; 1] = [b"copy"];
+/// Commands that wipe or swap whole databases, guarded streams included.
+const WHOLE_DB: [&[u8]; 3] = [b"flushall", b"flushdb", b"swapdb"];
+/// Commands that only read their keys, for servers that report no key flags (Redis 7.0
+/// answers 0 for every key). Any other command naming a guarded key is taken for a write.
+const READS: [&[u8]; 17] = [
+    b"xrange",
+    b"xrevrange",
+    b"xread",
+    b"xlen",
+    b"xinfo",
+    b"xpending",
+    b"type",
+    b"exists",
+    b"dump",
+    b"object",
+    b"ttl",
+    b"pttl",
+    b"expiretime",
+    b"pexpiretime",
+    b"touch",
+    b"memory",
+    b"watch",
+];
+
+fn one_of(name: &[u8], list: &[&[u8]]) -> bool {
+    list.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Decides for a command of which argument `hit` equals the guarded name `key`.
+pub fn decide(name: &[u8], key: &[u8], hit: usize, info: impl FnOnce() -> KeyInfo) -> Verdict {
+    let deny = || Verdict::Deny { key: key.to_vec() };
+    if name.len() > 10 && name[..10].eq_ignore_ascii_case(b"reconcile.") {
+        return Verdict::Pass;
+    }
+    if one_of(name, &SCRIPT_COMMANDS) || one_of(name, &GROUP_COMMANDS) {
+        return Verdict::Pass;
+    }
+    if one_of(name, &BOTH_SIDES) {
+        return deny();
+    }
+    let KeyInfo::Keys(keys) = info() else {
+        return Verdict::Pass;
+    };
+    for k in keys.iter().filter(|k| k.pos == hit) {
+        let writes = match k.flags {
+            Some(0) | None => !one_of(name, &READS),
+            Some(f) if f & KEY_NOT_KEY != 0 => false,
+            Some(f) => f & KEY_WRITES != 0 || f & KEY_RO == 0,
+        };
+        if writes {
+            return deny();
+        }
+    }
+    Verdict::Pass
+}
+
+/// Whether a command without a guarded key argument is refused all the same.
+/// `arg(i)` gives argument `i`; it is called only for MODULE, off the hot path.
+pub fn refused_without_key<'a>(name: &[u8], arg: impl Fn(c_int) -> &'a [u8]) -> bool {
+    if one_of(name, &WHOLE_DB) {
+        return true;
+    }
+    name.eq_ignore_ascii_case(b"module")
+        && arg(1).eq_ignore_ascii_case(b"unload")
+        && arg(2).eq_ignore_ascii_case(b"reconcile")
+}
+
+/// A detached context for the filter, which receives none of its own.
+static FILTER_CTX: Mutex<usize> = Mutex::new(0);
+
+/// Registers the filter. `ctx` is the load context.
+pub fn register(ctx: *mut RedisModuleCtx) -> bool {
+    let detached = api!(RedisModule_GetDetachedThreadSafeContext(ctx) or ptr::null_mut());
+    *FILTER_CTX.lock().unwrap_or_else(|e| e.into_inner()) = detached as usize;
+    let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter), 0) or ptr::null_mut());
+    !filter.is_null()
+}
+
+fn filter_ctx() -> *mut RedisModuleCtx {
+    *FILTER_CTX.lock().unwrap_or_else(|e| e.into_inner()) as *mut RedisModuleCtx
+}
+
+fn arg(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> &'static [u8] {
+    bytes(api!(RedisModule_CommandFilterArgGet(fctx, pos) or ptr::null_mut()))
+}
+
+extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    let argc = api!(RedisModule_CommandFilterArgsCount(fctx) or 0);
+    if argc < 1 {
+        return;
+    }
+    let name = arg(fctx, 0);
+    let verdict = if refused_without_key(name, |i| arg(fctx, i)) {
+        let key: &[u8] = if name.eq_ignore_ascii_case(b"module") {
+            b"reconcile"
+        } else {
+            b"*"
+        };
+        Verdict::Deny { key: key.to_vec() }
+    } else {
+        let protected = state::protected_names();
+        let hit = (1..argc).find_map(|i| {
+            let a = arg(fctx, i);
+            protected
+                .iter()
+                .find(|p| p.as_slice() == a)
+                .map(|p| (i, p.as_slice()))
+        });
+        let Some((i, key)) = hit else {
+            return;
+        };
+        decide(name, key, i as usize, || key_info(fctx, argc))
+    };
+    if let Verdict::Deny { key } = verdict {
+        Stats::add(&STATS.guard_denied, 1);
+        let name = name.to_vec();
+        rewrite_as_denied(fctx, argc, &name, &key);
+    }
+}
+
+/// Asks Redis which arguments are keys and how the command uses each.
+fn key_info(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: c_int) -> KeyInfo {
+    let argv: Vec<*mut RedisModuleString> = (0..argc)
+        .map(|i| api!(RedisModule_CommandFilterArgGet(fctx, i) or ptr::null_mut()))
+        .collect();
+    if argv.iter().any(|a| a.is_null()) {
+        return KeyInfo::Invalid;
+    }
+    let ctx = filter_ctx();
+    let mut num: c_int = 0;
+    let mut flags: *mut c_int = ptr::null_mut();
+    // SAFETY: plain reads of pointers set at load.
+    let with_flags = unsafe { raw::RedisModule_GetCommandKeysWithFlags }.is_some();
+    let positions = if with_flags {
+        api!(RedisModule_GetCommandKeysWithFlags(ctx, argv.as_ptr().cast_mut(), argc, &mut num, &mut flags)
+            or ptr::null_mut())
+    } else {
+        api!(RedisModule_GetCommandKeys(ctx, argv.as_ptr().cast_mut(), argc, &mut num) or ptr::null_mut())
+    };
+    if positions.is_null() {
+        // No keys (errno 0), or an unknown command or wrong arity that Redis refuses itself.
+        return if errno() == 0 {
+            KeyInfo::Keys(Vec::new())
+        } else {
+            KeyInfo::Invalid
+        };
+    }
+    let n = usize::try_from(num).unwrap_or(0);
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: Redis returned arrays of `num` ints; `flags` is set only when asked for.
+        let pos = unsafe { *positions.add(i) };
+        let f = if flags.is_null() {
+            None
+        } else {
+            Some(unsafe { *flags.add(i) } as u64)
+        };
+        keys.push(KeyUse {
+            pos: usize::try_from(pos).unwrap_or(usize::MAX),
+            flags: f,
+        });
+    }
+    api!(RedisModule_Free(positions.cast::<c_void>()) or ());
+    if !flags.is_null() {
+        api!(RedisModule_Free(flags.cast::<c_void>()) or ());
+    }
+    KeyInfo::Keys(keys)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Replaces the command with `RECONCILE.GUARDED <name> <key>`; its other arguments are dropped
+/// so that no value of a refused write reaches a log or a monitor.
+fn rewrite_as_denied(
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    argc: c_int,
+    name: &[u8],
+    key: &[u8],
+) {
+    for pos in (1..argc).rev() {
+        api!(RedisModule_CommandFilterArgDelete(fctx, pos) or ffi::ERR);
+    }
+    let replacements = [DENY_COMMAND.as_bytes(), name, key];
+    let mut strings = replacements.iter().filter_map(|b| OwnedString::new(b));
+    if let Some(cmd) = strings.next() {
+        api!(RedisModule_CommandFilterArgReplace(fctx, 0, cmd.into_raw()) or ffi::ERR);
+    }
+    for (pos, s) in (1..).zip(strings) {
+        api!(RedisModule_CommandFilterArgInsert(fctx, pos, s.into_raw()) or ffi::ERR);
+    }
+}
+
+/// `RECONCILE.GUARDED <command> <key>`: the refusal of a write the filter stopped.
+pub fn denied_command(
+    ctx: *mut RedisModuleCtx,
+    argv: *mut *mut RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let args = ffi::argv_slice(argv, argc);
+    let name = args.get(1).map(|&a| bytes(a)).unwrap_or(b"write");
+    let key = args.get(2).map(|&a| bytes(a)).unwrap_or(b"?");
+    let shown_name = ffi::printable(name).to_ascii_lowercase();
+    let shown_key = ffi::printable(key);
+    log_refusal(ctx, &shown_name, &shown_key);
+    let message = if name.eq_ignore_ascii_case(b"module") {
+        "GUARDED the reconcile module cannot be unloaded: it guards streams that move money; \
+         restart Redis without it instead"
+            .to_string()
+    } else if key == b"*" {
+        format!(
+            "GUARDED {shown_name} would wipe guarded streams and is refused while the reconcile \
+             module is loaded; entries are written only by RECONCILE.XADDSIGNED"
+        )
+    } else {
+        format!(
+            "GUARDED {shown_name} on guarded key '{shown_key}' is refused: entries are written \
+             only by RECONCILE.XADDSIGNED"
+        )
+    };
+    ffi::reply_error(ctx, &message)
+}
+
+/// Refusal lines: enough to find the culprit, never enough to fill the disk.
+static REFUSALS: RateLimitedLog = RateLimitedLog::new(10, Duration::from_secs(10));
+
+fn log_refusal(ctx: *mut RedisModuleCtx, name: &str, key: &str) {
+    REFUSALS.warn(ctx, || {
+        let addr = ffi::client_address(ctx).unwrap_or_else(|| "internal".to_string());
+        let user = ffi::current_user(ctx)
+            .map(|u| ffi::printable(&u))
+            .unwrap_or_else(|| "unknown".to_string());
+        format!(
+            "guard refused command={name} key={key} client={addr} user={user}: only \
+             RECONCILE.XADDSIGNED writes guarded streams"
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &[u8] = b"quantum:stream:reconcile.close";
+    const RW: u64 = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64;
+    const RO: u64 = (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64;
+    const OW: u64 = (raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64;
+
+    fn keys(list: &[(usize, u64)]) -> KeyInfo {
+        KeyInfo::Keys(
+            list.iter()
+                .map(|&(pos, f)| KeyUse {
+                    pos,
+                    flags: Some(f),
+                })
+                .collect(),
+        )
+    }
+
+    fn denied(v: Verdict) -> bool {
+        matches!(v, Verdict::Deny { .. })
+    }
+
+    #[test]
+    fn writes_to_the_guarded_key_are_refused() {
+        assert!(denied(decide(b"XADD", G, 1, || keys(&[(1, RW)]))));
+        assert!(denied(decide(b"rename", G, 2, || keys(&[
+            (1, RW),
+            (2, OW)
+        ]))));
+        assert!(denied(decide(b"set", G, 1, || keys(&[(1, OW)]))));
+    }
+
+    #[test]
+    fn reads_and_group_bookkeeping_pass() {
+        assert_eq!(decide(b"xrange", G, 1, || keys(&[(1, RO)])), Verdict::Pass);
+        assert_eq!(decide(b"XACK", G, 1, || keys(&[(1, RW)])), Verdict::Pass);
+        assert_eq!(
+            decide(b"xreadgroup", G, 6, || keys(&[(6, RW)])),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn guarded_name_as_a_value_passes() {
+        assert_eq!(decide(b"set", G, 2, || keys(&[(1, OW)])), Verdict::Pass);
+        assert_eq!(decide(b"publish", G, 1, || keys(&[])), Verdict::Pass);
+    }
+
+    #[test]
+    fn copy_is_refused_from_either_side() {
+        assert!(denied(decide(b"COPY", G, 1, || keys(&[(1, RO), (2, OW)]))));
+        assert!(denied(decide(b"copy", G, 2, || keys(&[(1, RO), (2, OW)]))));
+    }
+
+    #[test]
+    fn server_without_key_flags_falls_back_to_the_read_list() {
+        // Redis 7.0.15 reports 0 for every key's flags.
+        assert_eq!(decide(b"XRANGE", G, 1, || keys(&[(1, 0)])), Verdict::Pass);
+        assert_eq!(decide(b"xinfo", G, 2, || keys(&[(2, 0)])), Verdict::Pass);
+        assert!(denied(decide(b"xadd", G, 1, || keys(&[(1, 0)]))));
+        assert!(denied(decide(b"get", G, 1, || keys(&[(1, 0)]))));
+    }
+
+    #[test]
+    fn key_with_unknown_flags_counts_as_a_write() {
+        let incomplete = raw::REDISMODULE_CMD_KEY_INCOMPLETE as u64;
+        assert!(denied(decide(b"other.cmd", G, 1, || keys(&[(
+            1, incomplete
+        )]))));
+        let without_flags = KeyInfo::Keys(vec![KeyUse {
+            pos: 1,
+            flags: None,
+        }]);
+        assert!(denied(decide(b"del", G, 1, || without_flags)));
+        let without_flags = KeyInfo::Keys(vec![KeyUse {
+            pos: 1,
+            flags: None,
+        }]);
+        assert_eq!(decide(b"xlen", G, 1, || without_flags), Verdict::Pass);
+    }
+
+    #[test]
+    fn scripts_and_module_commands_pass_without_asking() {
+        let never = || -> KeyInfo { unreachable!("key lookup not needed") };
+        assert_eq!(decide(b"EVAL", G, 3, never), Verdict::Pass);
+        assert_eq!(decide(b"reconcile.xaddsigned", G, 1, never), Verdict::Pass);
+    }
+
+    #[test]
+    fn whole_database_commands_and_unload_are_refused() {
+        let args = |list: &'static [&'static [u8]]| move |i: c_int| list[i as usize];
+        assert!(refused_without_key(b"FLUSHALL", args(&[b"FLUSHALL"])));
+        assert!(refused_without_key(
+            b"swapdb",
+            args(&[b"swapdb", b"0", b"1"])
+        ));
+        assert!(refused_without_key(
+            b"MODULE",
+            args(&[b"MODULE", b"UNLOAD", b"reconcile"])
+        ));
+        assert!(!refused_without_key(
+            b"module",
+            args(&[b"module", b"list", b""])
+        ));
+        assert!(!refused_without_key(
+            b"module",
+            args(&[b"module", b"unload", b"other"])
+        ));
+        assert!(!refused_without_key(b"get", args(&[b"get", b"k"])));
+    }
+}

@@ -1,0 +1,177 @@
+//! `reconcile`: a Redis module that signs stream entries inside Redis, returns only entries
+//! that verify, and refuses every other write to the streams it guards.
+//!
+//! The signing key never leaves the server: writers call `RECONCILE.XADDSIGNED`, readers call
+//! `RECONCILE.XREADVERIFIED`, and a command filter stops XADD, DEL, RENAME and every other write
+//! to a guarded stream, from any client, in transactions, scripts and replication alike.
+//!
+//! Layout: `keyring`, `mac`, `args` and `settings` are plain code with unit tests; `ffi` wraps
+//! the module API; `sign`, `read`, `stream`, `guard` and `admin` are the commands and the
+//! filter built on them.
+
+#![cfg_attr(test, allow(dead_code))]
+
+mod admin;
+pub mod args;
+mod ffi;
+mod guard;
+pub mod keyring;
+mod log;
+pub mod mac;
+mod read;
+pub mod settings;
+mod sign;
+mod state;
+mod stream;
+
+use std::ffi::{c_int, CStr};
+
+use redis_module::{Context, RedisString, Status};
+
+use crate::ffi::{api, Level, RedisModuleCtx, RedisModuleString};
+use crate::keyring::Keyring;
+use crate::settings::Settings;
+
+/// Wraps a command body in an `extern "C"` entry point that cannot unwind into Redis.
+macro_rules! entry {
+    ($name:ident => $body:path) => {
+        extern "C" fn $name(
+            ctx: *mut RedisModuleCtx,
+            argv: *mut *mut RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            ffi::shield(ctx, || $body(ctx, argv, argc))
+        }
+    };
+}
+
+entry!(xaddsigned_entry => sign::xaddsigned_command);
+entry!(xreadverified_entry => read::xreadverified_command);
+entry!(verify_entry => read::verify_command);
+entry!(keyring_entry => admin::keyring_command);
+entry!(xaddrepl_entry => stream::xaddrepl_command);
+entry!(guarded_entry => guard::denied_command);
+
+type Handler = extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
+
+/// (name, handler, flags, first key, last key, key step)
+const COMMANDS: [(&CStr, Handler, &CStr, c_int, c_int, c_int); 6] = [
+    (
+        c"reconcile.xaddsigned",
+        xaddsigned_entry,
+        c"write deny-oom",
+        1,
+        1,
+        1,
+    ),
+    (
+        c"reconcile.xreadverified",
+        xreadverified_entry,
+        c"write deny-oom getkeys-api",
+        0,
+        0,
+        0,
+    ),
+    (c"reconcile.verify", verify_entry, c"readonly", 1, 1, 1),
+    (c"reconcile.keyring", keyring_entry, c"admin", 0, 0, 0),
+    (c"reconcile.xaddrepl", xaddrepl_entry, c"write", 1, 1, 1),
+    // Read-only and fast, so users allowed @read or @fast receive the refusal message rather
+    // than an ACL error about a command they never typed.
+    (
+        c"reconcile.guarded",
+        guarded_entry,
+        c"readonly fast",
+        0,
+        0,
+        0,
+    ),
+];
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let ctx = ctx.ctx;
+    let refuse = |why: &str| {
+        ffi::log(ctx, Level::Warning, &format!("refusing to load: {why}"));
+        Status::Err
+    };
+
+    let missing = ffi::missing_apis();
+    if !missing.is_empty() {
+        return refuse(&format!(
+            "this Redis lacks module APIs: {}",
+            missing.join(", ")
+        ));
+    }
+    let words: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    let settings = match Settings::parse(&words) {
+        Ok(s) => s,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let ring = match Keyring::load(&settings.keyring) {
+        Ok(r) => r,
+        Err(e) => return refuse(&format!("{} ({})", e, settings.keyring.display())),
+    };
+    let summary = format!(
+        "keyring {} with {} keys, signing kid {}; guarding {}",
+        settings.keyring.display(),
+        ring.keys().len(),
+        ring.signing().kid(),
+        settings
+            .guards
+            .iter()
+            .map(|g| ffi::printable(g))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    if !state::install(settings, ring) {
+        return refuse("the module is already loaded");
+    }
+
+    for (name, handler, flags, first, last, step) in COMMANDS {
+        let status = api!(RedisModule_CreateCommand(
+            ctx,
+            name.as_ptr(),
+            Some(handler),
+            flags.as_ptr(),
+            first,
+            last,
+            step
+        ) or ffi::ERR);
+        if status != ffi::OK {
+            return refuse(&format!(
+                "could not create command {}",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    if !guard::register(ctx) {
+        return refuse("could not register the command filter");
+    }
+    api!(RedisModule_RegisterInfoFunc(ctx, Some(admin::info)) or ffi::ERR);
+    if !admin::register_config(ctx) {
+        return refuse("could not register reconcile.max-age-ms");
+    }
+    ffi::log(ctx, Level::Notice, &summary);
+    Status::Ok
+}
+
+/// Unloading would lift the guard while the streams stay; it is refused.
+fn deinit(ctx: &Context) -> Status {
+    ffi::log(
+        ctx.ctx,
+        Level::Warning,
+        "refusing to unload: the guard would be lifted",
+    );
+    Status::Err
+}
+
+// Unit tests run without Redis, whose allocator and load entry point they cannot use.
+#[cfg(not(test))]
+redis_module::redis_module! {
+    name: "reconcile",
+    version: 1,
+    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    data_types: [],
+    init: init,
+    deinit: deinit,
+    commands: [],
+}
