@@ -97,9 +97,14 @@ fn one_of(name: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// Decides for a command of which argument `hit` equals the guarded name `key`.
-pub fn decide(name: &[u8], key: &[u8], hit: usize, info: impl FnOnce() -> KeyInfo) -> Verdict {
-    let deny = || Verdict::Deny { key: key.to_vec() };
+/// Decides for a command whose arguments at the positions in `hits` equal guarded names.
+///
+/// Every hit is judged: a guarded name in a value position must not hide the same name later
+/// in a key position (`MSET a G G x`).
+pub fn decide(name: &[u8], hits: &[(usize, &[u8])], info: impl FnOnce() -> KeyInfo) -> Verdict {
+    let Some(&(_, first)) = hits.first() else {
+        return Verdict::Pass;
+    };
     if name.len() > 10 && name[..10].eq_ignore_ascii_case(b"reconcile.") {
         return Verdict::Pass;
     }
@@ -107,19 +112,23 @@ pub fn decide(name: &[u8], key: &[u8], hit: usize, info: impl FnOnce() -> KeyInf
         return Verdict::Pass;
     }
     if one_of(name, &BOTH_SIDES) {
-        return deny();
+        return Verdict::Deny {
+            key: first.to_vec(),
+        };
     }
     let KeyInfo::Keys(keys) = info() else {
         return Verdict::Pass;
     };
-    for k in keys.iter().filter(|k| k.pos == hit) {
-        let writes = match k.flags {
-            Some(0) | None => !one_of(name, &READS),
-            Some(f) if f & KEY_NOT_KEY != 0 => false,
-            Some(f) => f & KEY_WRITES != 0 || f & KEY_RO == 0,
-        };
-        if writes {
-            return deny();
+    for &(pos, key) in hits {
+        for k in keys.iter().filter(|k| k.pos == pos) {
+            let writes = match k.flags {
+                Some(0) | None => !one_of(name, &READS),
+                Some(f) if f & KEY_NOT_KEY != 0 => false,
+                Some(f) => f & KEY_WRITES != 0 || f & KEY_RO == 0,
+            };
+            if writes {
+                return Verdict::Deny { key: key.to_vec() };
+            }
         }
     }
     Verdict::Pass
@@ -170,17 +179,17 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         Verdict::Deny { key: key.to_vec() }
     } else {
         let protected = state::protected_names();
-        let hit = (1..argc).find_map(|i| {
+        let mut hits: Vec<(usize, &[u8])> = Vec::new();
+        for i in 1..argc {
             let a = arg(fctx, i);
-            protected
-                .iter()
-                .find(|p| p.as_slice() == a)
-                .map(|p| (i, p.as_slice()))
-        });
-        let Some((i, key)) = hit else {
+            if let Some(p) = protected.iter().find(|p| p.as_slice() == a) {
+                hits.push((i as usize, p.as_slice()));
+            }
+        }
+        if hits.is_empty() {
             return;
-        };
-        decide(name, key, i as usize, || key_info(fctx, argc))
+        }
+        decide(name, &hits, || key_info(fctx, argc))
     };
     if let Verdict::Deny { key } = verdict {
         Stats::add(&STATS.guard_denied, 1);
@@ -335,68 +344,102 @@ mod tests {
 
     #[test]
     fn writes_to_the_guarded_key_are_refused() {
-        assert!(denied(decide(b"XADD", G, 1, || keys(&[(1, RW)]))));
-        assert!(denied(decide(b"rename", G, 2, || keys(&[
+        assert!(denied(decide(b"XADD", &[(1, G)], || keys(&[(1, RW)]))));
+        assert!(denied(decide(b"rename", &[(2, G)], || keys(&[
             (1, RW),
             (2, OW)
         ]))));
-        assert!(denied(decide(b"set", G, 1, || keys(&[(1, OW)]))));
+        assert!(denied(decide(b"set", &[(1, G)], || keys(&[(1, OW)]))));
     }
 
     #[test]
     fn reads_and_group_bookkeeping_pass() {
-        assert_eq!(decide(b"xrange", G, 1, || keys(&[(1, RO)])), Verdict::Pass);
-        assert_eq!(decide(b"XACK", G, 1, || keys(&[(1, RW)])), Verdict::Pass);
         assert_eq!(
-            decide(b"xreadgroup", G, 6, || keys(&[(6, RW)])),
+            decide(b"xrange", &[(1, G)], || keys(&[(1, RO)])),
+            Verdict::Pass
+        );
+        assert_eq!(
+            decide(b"XACK", &[(1, G)], || keys(&[(1, RW)])),
+            Verdict::Pass
+        );
+        assert_eq!(
+            decide(b"xreadgroup", &[(6, G)], || keys(&[(6, RW)])),
             Verdict::Pass
         );
     }
 
     #[test]
     fn guarded_name_as_a_value_passes() {
-        assert_eq!(decide(b"set", G, 2, || keys(&[(1, OW)])), Verdict::Pass);
-        assert_eq!(decide(b"publish", G, 1, || keys(&[])), Verdict::Pass);
+        assert_eq!(
+            decide(b"set", &[(2, G)], || keys(&[(1, OW)])),
+            Verdict::Pass
+        );
+        assert_eq!(decide(b"publish", &[(1, G)], || keys(&[])), Verdict::Pass);
+    }
+
+    #[test]
+    fn guarded_name_as_a_value_does_not_hide_it_as_a_key() {
+        // MSET other G G x: position 2 is a value, position 3 a key.
+        let mset = || keys(&[(1, OW), (3, OW)]);
+        assert!(denied(decide(b"mset", &[(2, G), (3, G)], mset)));
+        // SORT numbers BY G STORE G
+        let sort = || keys(&[(1, RO), (5, OW)]);
+        assert!(denied(decide(b"sort", &[(3, G), (5, G)], sort)));
     }
 
     #[test]
     fn copy_is_refused_from_either_side() {
-        assert!(denied(decide(b"COPY", G, 1, || keys(&[(1, RO), (2, OW)]))));
-        assert!(denied(decide(b"copy", G, 2, || keys(&[(1, RO), (2, OW)]))));
+        assert!(denied(decide(b"COPY", &[(1, G)], || keys(&[
+            (1, RO),
+            (2, OW)
+        ]))));
+        assert!(denied(decide(b"copy", &[(2, G)], || keys(&[
+            (1, RO),
+            (2, OW)
+        ]))));
     }
 
     #[test]
     fn server_without_key_flags_falls_back_to_the_read_list() {
         // Redis 7.0.15 reports 0 for every key's flags.
-        assert_eq!(decide(b"XRANGE", G, 1, || keys(&[(1, 0)])), Verdict::Pass);
-        assert_eq!(decide(b"xinfo", G, 2, || keys(&[(2, 0)])), Verdict::Pass);
-        assert!(denied(decide(b"xadd", G, 1, || keys(&[(1, 0)]))));
-        assert!(denied(decide(b"get", G, 1, || keys(&[(1, 0)]))));
+        assert_eq!(
+            decide(b"XRANGE", &[(1, G)], || keys(&[(1, 0)])),
+            Verdict::Pass
+        );
+        assert_eq!(
+            decide(b"xinfo", &[(2, G)], || keys(&[(2, 0)])),
+            Verdict::Pass
+        );
+        assert!(denied(decide(b"xadd", &[(1, G)], || keys(&[(1, 0)]))));
+        assert!(denied(decide(b"get", &[(1, G)], || keys(&[(1, 0)]))));
     }
 
     #[test]
     fn key_with_unknown_flags_counts_as_a_write() {
         let incomplete = raw::REDISMODULE_CMD_KEY_INCOMPLETE as u64;
-        assert!(denied(decide(b"other.cmd", G, 1, || keys(&[(
+        assert!(denied(decide(b"other.cmd", &[(1, G)], || keys(&[(
             1, incomplete
         )]))));
         let without_flags = KeyInfo::Keys(vec![KeyUse {
             pos: 1,
             flags: None,
         }]);
-        assert!(denied(decide(b"del", G, 1, || without_flags)));
+        assert!(denied(decide(b"del", &[(1, G)], || without_flags)));
         let without_flags = KeyInfo::Keys(vec![KeyUse {
             pos: 1,
             flags: None,
         }]);
-        assert_eq!(decide(b"xlen", G, 1, || without_flags), Verdict::Pass);
+        assert_eq!(decide(b"xlen", &[(1, G)], || without_flags), Verdict::Pass);
     }
 
     #[test]
     fn scripts_and_module_commands_pass_without_asking() {
         let never = || -> KeyInfo { unreachable!("key lookup not needed") };
-        assert_eq!(decide(b"EVAL", G, 3, never), Verdict::Pass);
-        assert_eq!(decide(b"reconcile.xaddsigned", G, 1, never), Verdict::Pass);
+        assert_eq!(decide(b"EVAL", &[(3, G)], never), Verdict::Pass);
+        assert_eq!(
+            decide(b"reconcile.xaddsigned", &[(1, G)], never),
+            Verdict::Pass
+        );
     }
 
     #[test]

@@ -64,10 +64,12 @@ const COMMANDS: [(&CStr, Handler, &CStr, c_int, c_int, c_int); 6] = [
         1,
         1,
     ),
+    // Read-only so plain verified reads work on replicas, as XREAD does; a GROUP read changes
+    // consumer-group state, so the command itself refuses it on replicas and under OOM.
     (
         c"reconcile.xreadverified",
         xreadverified_entry,
-        c"write deny-oom getkeys-api",
+        c"readonly may-replicate getkeys-api",
         0,
         0,
         0,

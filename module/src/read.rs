@@ -92,6 +92,11 @@ pub fn xreadverified_command(
         Ok(p) => p,
         Err(e) => return ffi::reply_error(ctx, &e.0),
     };
+    if parsed.group.is_some() {
+        if let Err(e) = group_read_allowed(ffi::context_flags(ctx)) {
+            return ffi::reply_error(ctx, &e.0);
+        }
+    }
     let block_ms = parsed.block_ms;
     let Some(mut request) = Request::new(ctx, args, parsed) else {
         return ffi::reply_error(ctx, "ERR out of memory");
@@ -106,6 +111,22 @@ pub fn xreadverified_command(
             _ => ffi::reply_null_array(ctx),
         },
     }
+}
+
+/// The checks Redis applies to write commands, which a GROUP read is though the command is
+/// declared read-only so that plain reads work on replicas.
+fn group_read_allowed(flags: u32) -> Result<(), ErrorReply> {
+    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0 {
+        return Err(ErrorReply(
+            "READONLY a GROUP read changes consumer-group state and runs on the master only".into(),
+        ));
+    }
+    if flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
+        return Err(ErrorReply(
+            "OOM command not allowed when used memory > 'maxmemory'.".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn block(ctx: *mut RedisModuleCtx, request: Request, ms: u64) -> c_int {

@@ -43,8 +43,8 @@ fn xaddsigned(
 
     if !settings.is_guard(key) {
         return Err(ErrorReply(format!(
-            "ERR '{}' is not a guarded stream: entries are signed only into streams named by \
-             the module's guard argument",
+            "ERR '{}' is not a guarded key: entries are signed only into streams named by the \
+             module's guard argument",
             ffi::printable(key)
         )));
     }

@@ -1,0 +1,43 @@
+# Build, test and demo entry points for reconcile-guard.
+#
+#   make deps    install the Debian packages the build and the tests need (when missing)
+#   make build   build the workspace in release mode (target/release/libreconcile.so)
+#   make test    deps, build, then every test in the workspace
+#   make demo    deps, build, then a walk through the module on a throwaway redis-server
+#   make lint    rustfmt check and clippy with warnings as errors
+#   make clean   remove build output
+#
+# bindgen finds Debian's libclang through LIBCLANG_PATH in .cargo/config.toml, so plain cargo
+# commands work as well as these targets.
+
+CARGO ?= cargo
+# Sized for the two-core machines we build on; override with `make JOBS=8`.
+JOBS ?= 2
+
+.DEFAULT_GOAL := build
+.PHONY: deps build test demo lint clean
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(CARGO) build --release --workspace --jobs $(JOBS)
+
+# The integration tests load target/release/libreconcile.so, which `cargo test` alone does
+# not produce, so the build comes first. --no-fail-fast runs every test binary, so that one
+# failure does not hide the summaries of the others.
+test: deps
+	$(CARGO) build --release --workspace --jobs $(JOBS)
+	$(CARGO) test --release --workspace --jobs $(JOBS) --no-fail-fast
+
+demo: deps
+	$(CARGO) build --release --workspace --jobs $(JOBS)
+	scripts/demo.sh
+
+# Release profile, so that clippy reuses the build scripts `make build` already ran.
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets --jobs $(JOBS) -- -D warnings
+
+clean:
+	$(CARGO) clean
