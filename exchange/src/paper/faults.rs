@@ -1,0 +1,124 @@
+//! Faults a test can inject through the control path, and the answers they produce.
+
+use serde::{Deserialize, Serialize};
+
+/// One injected failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Execute the request, then hold the answer back this long.
+    Delay { ms: u64 },
+    /// Answer 503 without executing.
+    Http503,
+    /// Execute, then answer 503.
+    Http503AfterApply,
+    /// Answer 408 with -1007 without executing.
+    Timeout1007,
+    /// Execute, then answer 408 with -1007.
+    Timeout1007AfterApply,
+    /// Answer 429 with -1003 and `Retry-After` without executing.
+    RateLimit429,
+    /// Execute, then break the connection instead of answering.
+    DropAfterApply,
+}
+
+impl FaultKind {
+    /// Whether the request is executed before the fault shows.
+    pub fn applies_first(self) -> bool {
+        matches!(
+            self,
+            Self::Delay { .. }
+                | Self::Http503AfterApply
+                | Self::Timeout1007AfterApply
+                | Self::DropAfterApply
+        )
+    }
+}
+
+/// A fault waiting for the next request that matches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedFault {
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// Request path to match, for example `/fapi/v1/order`; any path when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP method to match, for example `POST`; any method when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl QueuedFault {
+    /// A fault on the next order placement (`POST /fapi/v1/order`).
+    pub fn on_place_order(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            path: Some("/fapi/v1/order".into()),
+            method: Some("POST".into()),
+        }
+    }
+
+    /// A fault on the next request of any kind.
+    pub fn on_any(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            path: None,
+            method: None,
+        }
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.path.as_deref().is_none_or(|p| p == path)
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
+/// The whole fault setting; a `POST /paper/faults` replaces it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Faults {
+    /// Added before every API request is handled.
+    pub latency_ms: u64,
+    /// Added to the server clock, as if the host were this far behind (positive) or ahead.
+    pub clock_skew_ms: i64,
+    /// One-shot faults, each consumed by the first request it matches.
+    pub queue: Vec<QueuedFault>,
+}
+
+impl Faults {
+    /// Removes and returns the first queued fault that matches the request.
+    pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<FaultKind> {
+        let index = self.queue.iter().position(|f| f.matches(method, path))?;
+        Some(self.queue.remove(index).kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_fires_once_and_only_on_its_route() {
+        let mut faults = Faults {
+            queue: vec![QueuedFault::on_place_order(FaultKind::Http503)],
+            ..Faults::default()
+        };
+        assert_eq!(faults.take("GET", "/fapi/v1/order"), None);
+        assert_eq!(
+            faults.take("POST", "/fapi/v1/order"),
+            Some(FaultKind::Http503)
+        );
+        assert_eq!(faults.take("POST", "/fapi/v1/order"), None);
+    }
+
+    #[test]
+    fn json_shape_is_flat() {
+        let text = r#"{"queue":[{"kind":"delay","ms":5,"path":"/fapi/v1/time"}]}"#;
+        let faults: Faults = serde_json::from_str(text).unwrap();
+        assert_eq!(faults.queue[0].kind, FaultKind::Delay { ms: 5 });
+        assert_eq!(faults.latency_ms, 0);
+    }
+}

@@ -1,0 +1,344 @@
+//! The client under every injected fault, and the property that a close is never executed
+//! twice whatever the outcome of a send looked like.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{client, client_with, open, position_amt, start};
+use reconcile_exchange::paper::{FaultKind, Faults, QueuedFault, RunningPaper};
+use reconcile_exchange::{ClosePlan, ErrorClass, ExchangeError, PositionMode, Side};
+use rust_decimal::dec;
+
+fn plan(id: &str) -> ClosePlan {
+    ClosePlan {
+        plan_id: id.into(),
+        symbol: "BTCUSDT".into(),
+        side: Side::Sell,
+        quantity: dec!(0.01),
+    }
+}
+
+async fn inject(paper: &RunningPaper, queue: Vec<QueuedFault>) {
+    paper
+        .control()
+        .set_faults(&Faults {
+            queue,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn orders_sent(paper: &RunningPaper, client_order_id: &str) -> usize {
+    let state = paper.control().state().await.unwrap();
+    state
+        .orders
+        .iter()
+        .filter(|o| o.client_order_id == client_order_id)
+        .count()
+}
+
+/// Faults after which the order exists although the answer said nothing useful.
+const APPLIED: [FaultKind; 3] = [
+    FaultKind::DropAfterApply,
+    FaultKind::Http503AfterApply,
+    FaultKind::Timeout1007AfterApply,
+];
+
+/// Faults after which the order does not exist.
+const NOT_APPLIED: [FaultKind; 2] = [FaultKind::Http503, FaultKind::Timeout1007];
+
+#[tokio::test]
+async fn unknown_outcome_of_an_executed_order_is_settled_by_lookup() {
+    for kind in APPLIED {
+        let paper = start(false).await;
+        let client = client(&paper);
+        open(
+            &client,
+            "BTCUSDT",
+            Side::Buy,
+            dec!(0.03),
+            PositionMode::OneWay,
+        )
+        .await;
+        inject(&paper, vec![QueuedFault::on_place_order(kind)]).await;
+
+        let report = client
+            .close(&plan("applied"), PositionMode::OneWay)
+            .await
+            .unwrap();
+        assert!(report.found_by_lookup, "{kind:?}");
+        assert_eq!(report.submits, 1, "{kind:?}");
+        assert_eq!(
+            orders_sent(&paper, report.client_order_id.as_str()).await,
+            1,
+            "{kind:?}"
+        );
+        assert_eq!(
+            position_amt(&client, "BTCUSDT").await,
+            dec!(0.02),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_outcome_of_a_lost_order_is_resent_once() {
+    for kind in NOT_APPLIED {
+        let paper = start(false).await;
+        let client = client(&paper);
+        open(
+            &client,
+            "BTCUSDT",
+            Side::Buy,
+            dec!(0.03),
+            PositionMode::OneWay,
+        )
+        .await;
+        inject(&paper, vec![QueuedFault::on_place_order(kind)]).await;
+
+        let report = client
+            .close(&plan("lost"), PositionMode::OneWay)
+            .await
+            .unwrap();
+        assert!(!report.found_by_lookup, "{kind:?}");
+        assert_eq!(report.submits, 2, "{kind:?}");
+        assert_eq!(
+            orders_sent(&paper, report.client_order_id.as_str()).await,
+            1,
+            "{kind:?}"
+        );
+        assert_eq!(
+            position_amt(&client, "BTCUSDT").await,
+            dec!(0.02),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_lookup_after_unknown_outcome_never_resends() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    let lookup = |kind| QueuedFault {
+        kind,
+        path: Some("/fapi/v1/order".into()),
+        method: Some("GET".into()),
+    };
+    // The first lookup (before sending) passes untouched; the one after the drop fails.
+    let queue = vec![
+        lookup(FaultKind::Delay { ms: 0 }),
+        QueuedFault::on_place_order(FaultKind::DropAfterApply),
+        lookup(FaultKind::Http503),
+    ];
+    inject(&paper, queue).await;
+
+    let err = client
+        .close(&plan("dark"), PositionMode::OneWay)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::UnknownOutcome);
+    let id = reconcile_exchange::ClientOrderId::for_plan("dark");
+    assert_eq!(orders_sent(&paper, id.as_str()).await, 1);
+
+    // The worker tries again later: the lookup now finds the order and nothing is sent.
+    let report = client
+        .close(&plan("dark"), PositionMode::OneWay)
+        .await
+        .unwrap();
+    assert_eq!((report.submits, report.found_by_lookup), (0, true));
+    assert_eq!(orders_sent(&paper, id.as_str()).await, 1);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, dec!(0.02));
+}
+
+#[tokio::test]
+async fn sends_stop_at_the_configured_limit() {
+    let paper = start(false).await;
+    let client = client_with(&paper, |c| c.max_close_submits = 2);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    let lost = || QueuedFault::on_place_order(FaultKind::Http503);
+    inject(&paper, vec![lost(), lost(), lost()]).await;
+
+    let err = client
+        .close(&plan("stubborn"), PositionMode::OneWay)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::UnknownOutcome);
+    assert_eq!(paper.control().state().await.unwrap().faults.queue.len(), 1);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, dec!(0.03));
+}
+
+#[tokio::test]
+async fn rate_limit_is_retryable_and_sends_nothing() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    inject(
+        &paper,
+        vec![QueuedFault::on_place_order(FaultKind::RateLimit429)],
+    )
+    .await;
+
+    let err = client
+        .close(&plan("busy"), PositionMode::OneWay)
+        .await
+        .unwrap_err();
+    match err {
+        ExchangeError::Retryable {
+            status,
+            code,
+            retry_after,
+            ..
+        } => {
+            assert_eq!((status, code), (429, Some(-1003)));
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected retryable, got {other:?}"),
+    }
+    let id = reconcile_exchange::ClientOrderId::for_plan("busy");
+    assert_eq!(orders_sent(&paper, id.as_str()).await, 0);
+
+    let report = client
+        .close(&plan("busy"), PositionMode::OneWay)
+        .await
+        .unwrap();
+    assert_eq!(report.submits, 1);
+}
+
+#[tokio::test]
+async fn failed_reads_are_retryable_not_unknown() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    for kind in [
+        FaultKind::Http503,
+        FaultKind::Timeout1007,
+        FaultKind::RateLimit429,
+        FaultKind::DropAfterApply,
+    ] {
+        inject(&paper, vec![QueuedFault::on_any(kind)]).await;
+        let err = client.position_risk(None).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Retryable, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn answer_slower_than_the_timeout_is_an_unknown_outcome_settled_by_lookup() {
+    let paper = start(false).await;
+    let client = client_with(&paper, |c| c.timeout = Duration::from_millis(300));
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    let slow = QueuedFault::on_place_order(FaultKind::Delay { ms: 30_000 });
+    inject(&paper, vec![slow]).await;
+
+    let report = client
+        .close(&plan("slow"), PositionMode::OneWay)
+        .await
+        .unwrap();
+    assert_eq!((report.submits, report.found_by_lookup), (1, true));
+    assert_eq!(
+        orders_sent(&paper, report.client_order_id.as_str()).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn added_latency_delays_every_answer() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    let faults = Faults {
+        latency_ms: 150,
+        ..Faults::default()
+    };
+    paper.control().set_faults(&faults).await.unwrap();
+    let started = Instant::now();
+    client.server_time().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn skewed_clock_is_learned_after_a_timestamp_refusal() {
+    for skew_ms in [120_000, -120_000] {
+        let paper = start(false).await;
+        let client = client(&paper);
+        let faults = Faults {
+            clock_skew_ms: skew_ms,
+            ..Faults::default()
+        };
+        paper.control().set_faults(&faults).await.unwrap();
+
+        // The first signed call is refused for its timestamp, resyncs, and goes through.
+        assert_eq!(client.position_mode().await.unwrap(), PositionMode::OneWay);
+        let learned = client.clock_offset_ms();
+        assert!(
+            (learned - skew_ms).abs() < 1_000,
+            "skew {skew_ms}, learned {learned}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn never_executed_twice_across_every_fault() {
+    let every: Vec<FaultKind> = APPLIED
+        .into_iter()
+        .chain(NOT_APPLIED)
+        .chain([FaultKind::RateLimit429, FaultKind::Delay { ms: 0 }])
+        .collect();
+    let paper = start(false).await;
+    let client = client(&paper);
+    open(&client, "BTCUSDT", Side::Buy, dec!(1), PositionMode::OneWay).await;
+
+    for (i, first) in every.iter().enumerate() {
+        for (j, second) in every.iter().enumerate() {
+            let id = format!("reconclose:BTCUSDT:grid:{i}:{j}");
+            let queue = vec![
+                QueuedFault::on_place_order(*first),
+                QueuedFault::on_place_order(*second),
+            ];
+            inject(&paper, queue).await;
+            // Call until the plan settles, as a worker would; a retryable error ends a call.
+            for _ in 0..3 {
+                if client.close(&plan(&id), PositionMode::OneWay).await.is_ok() {
+                    break;
+                }
+            }
+            let cid = reconcile_exchange::ClientOrderId::for_plan(&id);
+            assert_eq!(
+                orders_sent(&paper, cid.as_str()).await,
+                1,
+                "{first:?} then {second:?}"
+            );
+        }
+    }
+    let closes = (every.len() * every.len()) as u32;
+    let expected = dec!(1) - dec!(0.01) * rust_decimal::Decimal::from(closes);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, expected);
+}
