@@ -543,3 +543,25 @@ pub fn shield(ctx: *mut RedisModuleCtx, body: impl FnOnce() -> c_int) -> c_int {
         }
     }
 }
+
+/// A Redis string created once and kept for the life of the process: constant field names the
+/// module passes to Redis on every write.
+pub struct SharedString(NonNull<RedisModuleString>);
+
+// SAFETY: Redis runs module commands on its main thread only, and the string is never modified
+// after creation; Redis may raise and lower its reference count while it uses it as an
+// argument, which also happens on the main thread.
+unsafe impl Send for SharedString {}
+// SAFETY: as above.
+unsafe impl Sync for SharedString {}
+
+impl SharedString {
+    pub fn new(data: &[u8]) -> Option<SharedString> {
+        let s = OwnedString::new(data)?;
+        NonNull::new(s.into_raw()).map(SharedString)
+    }
+
+    pub fn as_ptr(&self) -> *mut RedisModuleString {
+        self.0.as_ptr()
+    }
+}

@@ -105,7 +105,7 @@ pub fn decide(name: &[u8], hits: &[(usize, &[u8])], info: impl FnOnce() -> KeyIn
     let Some(&(_, first)) = hits.first() else {
         return Verdict::Pass;
     };
-    if name.len() > 10 && name[..10].eq_ignore_ascii_case(b"reconcile.") {
+    if is_own_command(name) {
         return Verdict::Pass;
     }
     if one_of(name, &SCRIPT_COMMANDS) || one_of(name, &GROUP_COMMANDS) {
@@ -132,6 +132,11 @@ pub fn decide(name: &[u8], hits: &[(usize, &[u8])], info: impl FnOnce() -> KeyIn
         }
     }
     Verdict::Pass
+}
+
+fn is_own_command(name: &[u8]) -> bool {
+    name.get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"reconcile."))
 }
 
 /// Whether a command without a guarded key argument is refused all the same.
@@ -170,6 +175,10 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         return;
     }
     let name = arg(fctx, 0);
+    // The module's own commands write only through the module; skip the argument scan.
+    if is_own_command(name) {
+        return;
+    }
     let verdict = if refused_without_key(name, |i| arg(fctx, i)) {
         let key: &[u8] = if name.eq_ignore_ascii_case(b"module") {
             b"reconcile"

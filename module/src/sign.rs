@@ -3,10 +3,26 @@
 use std::ffi::c_int;
 
 use crate::args::{parse_xadd, ErrorReply};
-use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString};
+use std::sync::OnceLock;
+
+use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString, SharedString};
 use crate::mac::{self, HMAC_FIELD, KID_FIELD, RESERVED_FIELDS, SIGNED_MS_FIELD};
 use crate::state::{self, Stats, STATS};
 use crate::stream;
+
+/// The names of the three fields the module appends, created once.
+fn appended_names() -> Option<&'static [SharedString; 3]> {
+    static NAMES: OnceLock<Option<[SharedString; 3]>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            Some([
+                SharedString::new(KID_FIELD)?,
+                SharedString::new(SIGNED_MS_FIELD)?,
+                SharedString::new(HMAC_FIELD)?,
+            ])
+        })
+        .as_ref()
+}
 
 pub fn xaddsigned_command(
     ctx: *mut RedisModuleCtx,
@@ -48,7 +64,11 @@ fn xaddsigned(
             ffi::printable(key)
         )));
     }
-    let user = ffi::current_user(ctx);
+    // Looking the user up costs a string per call, so only when a signers list is set.
+    let user = settings
+        .signers
+        .as_ref()
+        .and_then(|_| ffi::current_user(ctx));
     if !settings.may_sign(user.as_deref()) {
         let who = user
             .as_deref()
@@ -73,23 +93,26 @@ fn xaddsigned(
     let kid = signer.kid().as_bytes();
     let signed_ms = ffi::now_ms().to_string();
     let tag = mac::sign(signer.mac(), kid, key, signed_ms.as_bytes(), user_words);
-    let appended: Vec<OwnedString> = [
-        KID_FIELD,
-        kid,
-        SIGNED_MS_FIELD,
-        signed_ms.as_bytes(),
-        HMAC_FIELD,
-        &tag,
-    ]
-    .iter()
-    .filter_map(|b| OwnedString::new(b))
-    .collect();
-    if appended.len() != 6 {
+    let Some([kid_name, signed_ms_name, hmac_name]) = appended_names() else {
         return Err(ErrorReply("ERR out of memory while signing".into()));
-    }
+    };
+    let values: Vec<OwnedString> = [kid, signed_ms.as_bytes(), &tag]
+        .iter()
+        .filter_map(|b| OwnedString::new(b))
+        .collect();
+    let [kid_value, signed_ms_value, hmac_value] = values.as_slice() else {
+        return Err(ErrorReply("ERR out of memory while signing".into()));
+    };
     let mut fields: Vec<*mut RedisModuleString> = Vec::with_capacity(user_fields.len() + 6);
     fields.extend_from_slice(user_fields);
-    fields.extend(appended.iter().map(OwnedString::as_ptr));
+    fields.extend([
+        kid_name.as_ptr(),
+        kid_value.as_ptr(),
+        signed_ms_name.as_ptr(),
+        signed_ms_value.as_ptr(),
+        hmac_name.as_ptr(),
+        hmac_value.as_ptr(),
+    ]);
 
     let Some(done) = stream::append(
         ctx,
