@@ -35,18 +35,25 @@ pub struct ClientConfig {
     /// Deadline for one request, connection included.
     pub timeout: Duration,
     /// How many times one [`Client::close`] call may send its order. A second send happens
-    /// only after a lookup found no order under the client order id.
+    /// only after the lookups over `unknown_outcome_settle` found no order under the client
+    /// order id.
     pub max_close_submits: u32,
+    /// How long [`Client::close`] keeps looking for its order after a send whose outcome is
+    /// unknown, before it may conclude that the order does not exist. The exchange may deny
+    /// an order it is still processing, so a lookup within this window can only find it.
+    pub unknown_outcome_settle: Duration,
 }
 
 impl ClientConfig {
-    /// Defaults: 5 s receive window, 10 s timeout, at most 2 sends per close.
+    /// Defaults: 5 s receive window, 10 s timeout, at most 2 sends per close, 5 s settle
+    /// window after an unknown outcome.
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
             recv_window_ms: 5_000,
             timeout: Duration::from_secs(10),
             max_close_submits: 2,
+            unknown_outcome_settle: Duration::from_secs(5),
         }
     }
 }
@@ -144,6 +151,7 @@ pub struct Client {
     base_url: String,
     recv_window_ms: u64,
     pub(crate) max_close_submits: u32,
+    pub(crate) unknown_outcome_settle: Duration,
     credentials: Credentials,
     clock: ClockOffset,
     filters: RwLock<HashMap<String, SymbolFilters>>,
@@ -179,6 +187,7 @@ impl Client {
             base_url,
             recv_window_ms: config.recv_window_ms,
             max_close_submits: config.max_close_submits,
+            unknown_outcome_settle: config.unknown_outcome_settle,
             credentials,
             clock: ClockOffset::default(),
             filters: RwLock::new(HashMap::new()),

@@ -32,6 +32,8 @@ pub mod code {
     pub const REDUCE_ONLY_REJECTED: i64 = -2022;
     /// Order's position side does not match the account's mode.
     pub const POSITION_SIDE_MISMATCH: i64 = -4061;
+    /// Client order id already held by an open order.
+    pub const DUPLICATE_CLIENT_ORDER_ID: i64 = -4116;
 }
 
 /// What a caller may do after an error.

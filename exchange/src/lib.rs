@@ -25,8 +25,9 @@
 //! - No float ever holds a quantity or price: they are `Decimal`, sent in canonical text.
 //! - A quantity sent is a [`MarketQuantity`], which only the symbol's filters can build.
 //! - One plan id maps to one client order id, and [`Client::close`] sends only after a lookup
-//!   of that id answered "no such order", so a plan executes at most once as far as the
-//!   exchange's own lookup can tell.
+//!   of that id answered "no such order"; after a send whose outcome is unknown, only a lookup
+//!   made once [`ClientConfig::unknown_outcome_settle`] has passed counts. So a plan executes
+//!   at most once as far as the exchange's own lookup can tell.
 //! - Secrets print as `REDACTED` and are wiped on drop.
 
 #![forbid(unsafe_code)]

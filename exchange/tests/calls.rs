@@ -41,9 +41,8 @@ async fn exchange_info_is_cached_after_the_first_read() {
 
     // With exchange info now failing, the filters still come from the cache.
     let fault = QueuedFault {
-        kind: FaultKind::Http503,
         path: Some("/fapi/v1/exchangeInfo".into()),
-        method: None,
+        ..QueuedFault::on_any(FaultKind::Http503)
     };
     paper
         .control()
@@ -233,6 +232,29 @@ async fn close_that_would_flip_is_a_definitive_rejection() {
     assert_eq!(err.class(), ErrorClass::Definitive);
     assert_eq!(err.exchange_code(), Some(-2022));
     assert_eq!(client.all_orders("BTCUSDT").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn close_in_the_wrong_position_mode_is_a_definitive_rejection() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.01),
+        PositionMode::OneWay,
+    )
+    .await;
+
+    let err = client
+        .close(&plan("mode", Side::Sell, dec!(0.01)), PositionMode::Hedge)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Definitive);
+    assert_eq!(err.exchange_code(), Some(-4061));
+    assert_eq!(client.all_orders("BTCUSDT").await.unwrap().len(), 1);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, dec!(0.01));
 }
 
 #[tokio::test]

@@ -7,8 +7,17 @@ use std::time::{Duration, Instant};
 
 use common::{client, client_with, open, position_amt, start};
 use reconcile_exchange::paper::{FaultKind, Faults, QueuedFault, RunningPaper};
-use reconcile_exchange::{ClosePlan, ErrorClass, ExchangeError, PositionMode, Side};
+use reconcile_exchange::{
+    Client, ClientOrderId, ClosePlan, ErrorClass, ExchangeError, PositionMode, Side,
+};
 use rust_decimal::dec;
+
+/// A settle window short enough for tests over real sockets.
+const SETTLE: Duration = Duration::from_millis(200);
+
+fn settling_client(paper: &RunningPaper) -> Client {
+    client_with(paper, |c| c.unknown_outcome_settle = SETTLE)
+}
 
 fn plan(id: &str) -> ClosePlan {
     ClosePlan {
@@ -28,6 +37,15 @@ async fn inject(paper: &RunningPaper, queue: Vec<QueuedFault>) {
         })
         .await
         .unwrap();
+}
+
+/// Orders under `client_order_id` as the exchange's own order history lists them.
+async fn orders_listed(client: &Client, client_order_id: &str) -> usize {
+    let orders = client.all_orders("BTCUSDT").await.unwrap();
+    orders
+        .iter()
+        .filter(|o| o.client_order_id == client_order_id)
+        .count()
 }
 
 async fn orders_sent(paper: &RunningPaper, client_order_id: &str) -> usize {
@@ -53,7 +71,7 @@ const NOT_APPLIED: [FaultKind; 2] = [FaultKind::Http503, FaultKind::Timeout1007]
 async fn unknown_outcome_of_an_executed_order_is_settled_by_lookup() {
     for kind in APPLIED {
         let paper = start(false).await;
-        let client = client(&paper);
+        let client = settling_client(&paper);
         open(
             &client,
             "BTCUSDT",
@@ -84,10 +102,10 @@ async fn unknown_outcome_of_an_executed_order_is_settled_by_lookup() {
 }
 
 #[tokio::test]
-async fn unknown_outcome_of_a_lost_order_is_resent_once() {
+async fn unknown_outcome_of_a_lost_order_is_resent_once_after_the_window() {
     for kind in NOT_APPLIED {
         let paper = start(false).await;
-        let client = client(&paper);
+        let client = settling_client(&paper);
         open(
             &client,
             "BTCUSDT",
@@ -98,14 +116,16 @@ async fn unknown_outcome_of_a_lost_order_is_resent_once() {
         .await;
         inject(&paper, vec![QueuedFault::on_place_order(kind)]).await;
 
+        let started = Instant::now();
         let report = client
             .close(&plan("lost"), PositionMode::OneWay)
             .await
             .unwrap();
+        assert!(started.elapsed() >= SETTLE, "{kind:?}");
         assert!(!report.found_by_lookup, "{kind:?}");
         assert_eq!(report.submits, 2, "{kind:?}");
         assert_eq!(
-            orders_sent(&paper, report.client_order_id.as_str()).await,
+            orders_listed(&client, report.client_order_id.as_str()).await,
             1,
             "{kind:?}"
         );
@@ -117,10 +137,77 @@ async fn unknown_outcome_of_a_lost_order_is_resent_once() {
     }
 }
 
+/// Faults whose order executes but stays out of lookups for this long after the answer.
+const HIDDEN_MS: u64 = 1_000;
+
 #[tokio::test]
-async fn failed_lookup_after_unknown_outcome_never_resends() {
+async fn order_hidden_after_an_unknown_outcome_is_executed_once() {
+    for kind in APPLIED {
+        let paper = start(false).await;
+        // The last settle lookup comes well after the order shows again.
+        let client = client_with(&paper, |c| {
+            c.unknown_outcome_settle = Duration::from_millis(HIDDEN_MS * 8 / 5)
+        });
+        open(
+            &client,
+            "BTCUSDT",
+            Side::Buy,
+            dec!(0.03),
+            PositionMode::OneWay,
+        )
+        .await;
+        let hidden = QueuedFault::on_place_order(kind).hidden_for(HIDDEN_MS);
+        inject(&paper, vec![hidden]).await;
+
+        let report = client
+            .close(&plan("hidden"), PositionMode::OneWay)
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.submits, report.found_by_lookup),
+            (1, true),
+            "{kind:?}"
+        );
+        let id = report.client_order_id.as_str();
+        assert_eq!(orders_listed(&client, id).await, 1, "{kind:?}");
+        assert_eq!(
+            position_amt(&client, "BTCUSDT").await,
+            dec!(0.02),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hidden_order_fault_executes_twice_without_a_settle_window() {
+    // Shows that the fault reproduces the risk the settle window removes.
     let paper = start(false).await;
-    let client = client(&paper);
+    let client = client_with(&paper, |c| c.unknown_outcome_settle = Duration::ZERO);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    let hidden = QueuedFault::on_place_order(FaultKind::Timeout1007AfterApply);
+    inject(&paper, vec![hidden.hidden_for(HIDDEN_MS * 5)]).await;
+
+    let report = client
+        .close(&plan("hasty"), PositionMode::OneWay)
+        .await
+        .unwrap();
+    assert_eq!((report.submits, report.found_by_lookup), (2, false));
+    let id = report.client_order_id.as_str();
+    assert_eq!(orders_sent(&paper, id).await, 2);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, dec!(0.01));
+}
+
+#[tokio::test]
+async fn failed_lookups_after_unknown_outcome_never_resend() {
+    let paper = start(false).await;
+    let client = settling_client(&paper);
     open(
         &client,
         "BTCUSDT",
@@ -130,25 +217,28 @@ async fn failed_lookup_after_unknown_outcome_never_resends() {
     )
     .await;
     let lookup = |kind| QueuedFault {
-        kind,
         path: Some("/fapi/v1/order".into()),
         method: Some("GET".into()),
+        ..QueuedFault::on_any(kind)
     };
-    // The first lookup (before sending) passes untouched; the one after the drop fails.
-    let queue = vec![
+    // The first lookup (before sending) passes untouched; every one after the drop fails.
+    let mut queue = vec![
         lookup(FaultKind::Delay { ms: 0 }),
         QueuedFault::on_place_order(FaultKind::DropAfterApply),
-        lookup(FaultKind::Http503),
     ];
+    queue.extend(std::iter::repeat_n(lookup(FaultKind::Http503), 10));
     inject(&paper, queue).await;
 
+    let started = Instant::now();
     let err = client
         .close(&plan("dark"), PositionMode::OneWay)
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::UnknownOutcome);
-    let id = reconcile_exchange::ClientOrderId::for_plan("dark");
+    assert!(started.elapsed() >= SETTLE);
+    let id = ClientOrderId::for_plan("dark");
     assert_eq!(orders_sent(&paper, id.as_str()).await, 1);
+    inject(&paper, Vec::new()).await;
 
     // The worker tries again later: the lookup now finds the order and nothing is sent.
     let report = client
@@ -163,7 +253,10 @@ async fn failed_lookup_after_unknown_outcome_never_resends() {
 #[tokio::test]
 async fn sends_stop_at_the_configured_limit() {
     let paper = start(false).await;
-    let client = client_with(&paper, |c| c.max_close_submits = 2);
+    let client = client_with(&paper, |c| {
+        c.max_close_submits = 2;
+        c.unknown_outcome_settle = SETTLE;
+    });
     open(
         &client,
         "BTCUSDT",
@@ -218,7 +311,7 @@ async fn rate_limit_is_retryable_and_sends_nothing() {
         }
         other => panic!("expected retryable, got {other:?}"),
     }
-    let id = reconcile_exchange::ClientOrderId::for_plan("busy");
+    let id = ClientOrderId::for_plan("busy");
     assert_eq!(orders_sent(&paper, id.as_str()).await, 0);
 
     let report = client
@@ -226,6 +319,41 @@ async fn rate_limit_is_retryable_and_sends_nothing() {
         .await
         .unwrap();
     assert_eq!(report.submits, 1);
+}
+
+#[tokio::test]
+async fn margin_refusal_is_definitive_and_sent_once() {
+    let paper = start(false).await;
+    let client = settling_client(&paper);
+    open(
+        &client,
+        "BTCUSDT",
+        Side::Buy,
+        dec!(0.03),
+        PositionMode::OneWay,
+    )
+    .await;
+    let margin = || QueuedFault::on_place_order(FaultKind::MarginInsufficient2019);
+    inject(&paper, vec![margin(), margin()]).await;
+
+    let err = client
+        .close(&plan("poor"), PositionMode::OneWay)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ExchangeError::Rejected {
+            status: 400,
+            code: -2019,
+            ..
+        }
+    ));
+    assert_eq!(err.class(), ErrorClass::Definitive);
+    // One send used one fault; the other is still waiting.
+    assert_eq!(paper.control().state().await.unwrap().faults.queue.len(), 1);
+    let id = ClientOrderId::for_plan("poor");
+    assert_eq!(orders_sent(&paper, id.as_str()).await, 0);
+    assert_eq!(position_amt(&client, "BTCUSDT").await, dec!(0.03));
 }
 
 #[tokio::test]
@@ -247,7 +375,10 @@ async fn failed_reads_are_retryable_not_unknown() {
 #[tokio::test]
 async fn answer_slower_than_the_timeout_is_an_unknown_outcome_settled_by_lookup() {
     let paper = start(false).await;
-    let client = client_with(&paper, |c| c.timeout = Duration::from_millis(300));
+    let client = client_with(&paper, |c| {
+        c.timeout = Duration::from_millis(300);
+        c.unknown_outcome_settle = SETTLE;
+    });
     open(
         &client,
         "BTCUSDT",
@@ -311,9 +442,12 @@ async fn never_executed_twice_across_every_fault() {
         .into_iter()
         .chain(NOT_APPLIED)
         .chain([FaultKind::RateLimit429, FaultKind::Delay { ms: 0 }])
+        .chain([FaultKind::MarginInsufficient2019])
         .collect();
     let paper = start(false).await;
-    let client = client(&paper);
+    let client = client_with(&paper, |c| {
+        c.unknown_outcome_settle = Duration::from_millis(20)
+    });
     open(&client, "BTCUSDT", Side::Buy, dec!(1), PositionMode::OneWay).await;
 
     for (i, first) in every.iter().enumerate() {
@@ -330,7 +464,7 @@ async fn never_executed_twice_across_every_fault() {
                     break;
                 }
             }
-            let cid = reconcile_exchange::ClientOrderId::for_plan(&id);
+            let cid = ClientOrderId::for_plan(&id);
             assert_eq!(
                 orders_sent(&paper, cid.as_str()).await,
                 1,

@@ -5,19 +5,20 @@
 //! `RECONCILE.XREADVERIFIED`, and a command filter stops XADD, DEL, RENAME and every other write
 //! to a guarded stream, from any client, in transactions, scripts and replication alike.
 //!
-//! Layout: `keyring`, `mac`, `args` and `settings` are plain code with unit tests; `ffi` wraps
+//! Layout: the keyring and the MAC live in `reconcile-core`; `args` and `settings` are plain
+//! code with unit tests; `ffi` wraps
 //! the module API; `sign`, `read`, `stream`, `guard` and `admin` are the commands and the
 //! filter built on them.
 
 #![cfg_attr(test, allow(dead_code))]
 
+pub use reconcile_core::{keyring, mac};
+
 mod admin;
 pub mod args;
 mod ffi;
 mod guard;
-pub mod keyring;
 mod log;
-pub mod mac;
 mod read;
 pub mod settings;
 mod sign;
@@ -29,8 +30,8 @@ use std::ffi::{c_int, CStr};
 use redis_module::{Context, RedisString, Status};
 
 use crate::ffi::{api, Level, RedisModuleCtx, RedisModuleString};
-use crate::keyring::Keyring;
 use crate::settings::Settings;
+use reconcile_core::keyring::Keyring;
 
 /// Wraps a command body in an `extern "C"` entry point that cannot unwind into Redis.
 macro_rules! entry {

@@ -97,6 +97,8 @@ pub(crate) struct Book {
     hedge_mode: bool,
     legs: BTreeMap<(String, PositionSide), Leg>,
     orders: Vec<Order>,
+    /// Orders that lookups deny until the given server time, by order id.
+    hidden_until: HashMap<i64, i64>,
     next_order_id: i64,
 }
 
@@ -107,6 +109,7 @@ impl Book {
             hedge_mode,
             legs: BTreeMap::new(),
             orders: Vec::new(),
+            hidden_until: HashMap::new(),
             next_order_id: 1,
         }
     }
@@ -119,9 +122,26 @@ impl Book {
         self.specs.values()
     }
 
-    /// Every order ever placed, oldest first.
+    /// Every order ever placed, oldest first, hidden or not.
     pub fn orders(&self) -> &[Order] {
         &self.orders
+    }
+
+    /// The orders lookups show at server time `now`, oldest first.
+    pub fn visible_orders(&self, now: i64) -> impl Iterator<Item = &Order> {
+        self.orders.iter().filter(move |o| self.visible(o, now))
+    }
+
+    /// Makes lookups deny the order until server time `until`, as the exchange may while it
+    /// still processes an order whose answer was lost.
+    pub fn hide(&mut self, order_id: i64, until: i64) {
+        self.hidden_until.insert(order_id, until);
+    }
+
+    fn visible(&self, order: &Order, now: i64) -> bool {
+        self.hidden_until
+            .get(&order.order_id)
+            .is_none_or(|until| now >= *until)
     }
 
     /// Position rows as position risk reports them: one BOTH row per symbol in one-way mode,
@@ -160,17 +180,20 @@ impl Book {
             .ok_or_else(|| Refusal::bad(-1121, "Invalid symbol."))
     }
 
-    /// The latest order of `symbol` under `client_order_id` or with `order_id`.
+    /// The latest order of `symbol` under `client_order_id` or with `order_id` that lookups
+    /// show at server time `now`.
     pub fn find(
         &self,
         symbol: &str,
         order_id: Option<i64>,
         client_order_id: Option<&str>,
+        now: i64,
     ) -> Option<&Order> {
         self.orders.iter().rev().find(|o| {
             o.symbol == symbol
                 && order_id.is_none_or(|id| o.order_id == id)
                 && client_order_id.is_none_or(|id| o.client_order_id == id)
+                && self.visible(o, now)
         })
     }
 
@@ -492,6 +515,26 @@ mod tests {
             codes,
             [-1111, -4003, -4003, -1102, -4005, -1111, -1102, -1102]
         );
+    }
+
+    #[test]
+    fn hidden_order_is_denied_to_lookups_until_its_time() {
+        let mut b = book(false);
+        let buy = order(&[
+            ("side", "BUY"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", "late"),
+        ]);
+        let placed = b.place(&buy, 100).unwrap();
+        b.hide(placed.order_id, 600);
+        assert_eq!(b.find("BTCUSDT", None, Some("late"), 599), None);
+        assert_eq!(b.visible_orders(599).count(), 0);
+        assert_eq!(amt(&b, PositionSide::Both), dec!(0.01));
+        let found = b
+            .find("BTCUSDT", None, Some("late"), 600)
+            .map(|o| o.order_id);
+        assert_eq!(found, Some(placed.order_id));
+        assert_eq!(b.visible_orders(600).count(), 1);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum FaultKind {
     Timeout1007AfterApply,
     /// Answer 429 with -1003 and `Retry-After` without executing.
     RateLimit429,
+    /// Answer 400 with -2019 (margin is insufficient) without executing.
+    MarginInsufficient2019,
     /// Execute, then break the connection instead of answering.
     DropAfterApply,
 }
@@ -37,6 +39,7 @@ impl FaultKind {
 
 /// A fault waiting for the next request that matches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct QueuedFault {
     #[serde(flatten)]
     pub kind: FaultKind,
@@ -46,6 +49,15 @@ pub struct QueuedFault {
     /// HTTP method to match, for example `POST`; any method when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// For an order executed under this fault: how many milliseconds after it executed the
+    /// order lookups (`GET /fapi/v1/order`, `allOrders`) still deny it, as the real exchange
+    /// may while it finishes processing an order whose answer was lost. Zero shows it at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden_ms: u64,
+}
+
+fn is_zero(ms: &u64) -> bool {
+    *ms == 0
 }
 
 impl QueuedFault {
@@ -55,6 +67,15 @@ impl QueuedFault {
             kind,
             path: Some("/fapi/v1/order".into()),
             method: Some("POST".into()),
+            hidden_ms: 0,
+        }
+    }
+
+    /// The same fault, with the order it executes denied to lookups for `ms` afterwards.
+    pub fn hidden_for(self, ms: u64) -> Self {
+        Self {
+            hidden_ms: ms,
+            ..self
         }
     }
 
@@ -64,6 +85,7 @@ impl QueuedFault {
             kind,
             path: None,
             method: None,
+            hidden_ms: 0,
         }
     }
 
@@ -90,9 +112,9 @@ pub struct Faults {
 
 impl Faults {
     /// Removes and returns the first queued fault that matches the request.
-    pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<FaultKind> {
+    pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<QueuedFault> {
         let index = self.queue.iter().position(|f| f.matches(method, path))?;
-        Some(self.queue.remove(index).kind)
+        Some(self.queue.remove(index))
     }
 }
 
@@ -107,10 +129,8 @@ mod tests {
             ..Faults::default()
         };
         assert_eq!(faults.take("GET", "/fapi/v1/order"), None);
-        assert_eq!(
-            faults.take("POST", "/fapi/v1/order"),
-            Some(FaultKind::Http503)
-        );
+        let taken = faults.take("POST", "/fapi/v1/order").map(|f| f.kind);
+        assert_eq!(taken, Some(FaultKind::Http503));
         assert_eq!(faults.take("POST", "/fapi/v1/order"), None);
     }
 
@@ -120,5 +140,10 @@ mod tests {
         let faults: Faults = serde_json::from_str(text).unwrap();
         assert_eq!(faults.queue[0].kind, FaultKind::Delay { ms: 5 });
         assert_eq!(faults.latency_ms, 0);
+
+        let text = r#"{"queue":[{"kind":"timeout1007_after_apply","hiddenMs":800}]}"#;
+        let faults: Faults = serde_json::from_str(text).unwrap();
+        let hidden = QueuedFault::on_any(FaultKind::Timeout1007AfterApply).hidden_for(800);
+        assert_eq!(faults.queue, [hidden]);
     }
 }

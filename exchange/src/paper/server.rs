@@ -99,7 +99,13 @@ impl App {
         }
     }
 
-    fn execute(&self, endpoint: Endpoint, req: &ApiRequest) -> Result<Response, Refusal> {
+    /// Handles one API request. An order placed here is denied to lookups for `hidden_ms`.
+    fn execute(
+        &self,
+        endpoint: Endpoint,
+        req: &ApiRequest,
+        hidden_ms: u64,
+    ) -> Result<Response, Refusal> {
         let params = req.params();
         let now = self.now();
         if endpoint.signed() {
@@ -132,8 +138,12 @@ impl App {
             }
             Endpoint::PlaceOrder => {
                 let order = book.place(&params, now)?;
+                if hidden_ms > 0 {
+                    let hidden_ms = i64::try_from(hidden_ms).unwrap_or(i64::MAX);
+                    book.hide(order.order_id, now.saturating_add(hidden_ms));
+                }
                 let (symbol, client_order_id) = (&order.symbol, &order.client_order_id);
-                info!(%symbol, %client_order_id, "paper order filled");
+                info!(%symbol, %client_order_id, hidden_ms, "paper order filled");
                 ok(&OrderWire::from(order))
             }
             Endpoint::QueryOrder => {
@@ -146,7 +156,7 @@ impl App {
                                but both were empty/null!";
                     return Err(Refusal::bad(-1102, msg));
                 }
-                let order = book.find(symbol, order_id, client_id);
+                let order = book.find(symbol, order_id, client_id, now);
                 let order = order.ok_or_else(|| Refusal::bad(-2013, "Order does not exist."))?;
                 ok(&OrderWire::from(order.clone()))
             }
@@ -161,8 +171,7 @@ impl App {
                     .and_then(|v| v.parse::<i64>().ok())
                     .unwrap_or(0);
                 let mine: Vec<&Order> = book
-                    .orders()
-                    .iter()
+                    .visible_orders(now)
                     .filter(|o| o.symbol == symbol && o.order_id >= from_id)
                     .collect();
                 let skip = mine.len().saturating_sub(limit);
@@ -295,6 +304,8 @@ async fn api(
     }
 
     let fault = app.lock().faults.take(method.as_str(), path);
+    let hidden_ms = fault.as_ref().map_or(0, |f| f.hidden_ms);
+    let fault = fault.map(|f| f.kind);
     if let Some(kind) = fault.filter(|k| !k.applies_first()) {
         debug!(path, ?kind, "injected fault instead of answer");
         return fault_response(kind);
@@ -305,7 +316,9 @@ async fn api(
         body: String::from_utf8_lossy(&body).into_owned(),
         headers,
     };
-    let answer = app.execute(endpoint, &req).unwrap_or_else(refusal);
+    let answer = app
+        .execute(endpoint, &req, hidden_ms)
+        .unwrap_or_else(refusal);
     match fault {
         Some(FaultKind::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -329,6 +342,9 @@ fn fault_response(kind: FaultKind) -> Response {
             let msg = "Timeout waiting for response from backend server. Send status unknown; \
                        execution status unknown.";
             error_response(StatusCode::REQUEST_TIMEOUT, -1007, msg)
+        }
+        FaultKind::MarginInsufficient2019 => {
+            error_response(StatusCode::BAD_REQUEST, -2019, "Margin is insufficient.")
         }
         FaultKind::RateLimit429 => {
             let msg = "Too many requests; current limit is 2400 requests per minute.";
