@@ -4,6 +4,8 @@
 #   make build   build the workspace in release mode (target/release/libreconcile.so)
 #   make test    deps, build, then every test in the workspace
 #   make demo    deps, build, then a walk through the module on a throwaway redis-server
+#   make bench   measure the module against plain Redis and write BENCHMARKS.md
+#                (BENCH_SHORT=1: a quick smoke run that writes nothing)
 #   make lint    rustfmt check and clippy with warnings as errors
 #   make clean   remove build output
 #
@@ -15,7 +17,7 @@ CARGO ?= cargo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo lint clean
+.PHONY: deps build test demo bench lint clean
 
 deps:
 	@scripts/deps.sh
@@ -33,6 +35,10 @@ test: deps
 demo: deps
 	$(CARGO) build --release --workspace --jobs $(JOBS)
 	scripts/demo.sh
+
+bench: deps
+	$(CARGO) build --release --workspace --jobs $(JOBS)
+	scripts/bench.sh
 
 # Release profile, so that clippy reuses the build scripts `make build` already ran.
 lint: deps

@@ -66,10 +66,10 @@ pub fn fingerprint(key_bytes: &[u8]) -> String {
     hex::encode(&hash.finalize()[..8])
 }
 
-/// Feeds one length-prefixed item.
-fn put(mac: &mut Hmac<Sha256>, item: &[u8]) {
-    mac.update(&(item.len() as u64).to_be_bytes());
-    mac.update(item);
+/// Appends one length-prefixed item.
+fn put(buf: &mut Vec<u8>, item: &[u8]) {
+    buf.extend_from_slice(&(item.len() as u64).to_be_bytes());
+    buf.extend_from_slice(item);
 }
 
 fn encode(
@@ -79,15 +79,24 @@ fn encode(
     signed_ms: &[u8],
     fields: &[&[u8]],
 ) -> Hmac<Sha256> {
-    let mut mac = key.start();
-    put(&mut mac, DOMAIN_TAG);
-    put(&mut mac, kid);
-    put(&mut mac, stream);
-    put(&mut mac, signed_ms);
-    mac.update(&((fields.len() / 2) as u64).to_be_bytes());
-    for item in fields {
-        put(&mut mac, item);
+    // Laid out in one buffer and hashed in one call: many small updates cost a quarter more
+    // than the hashing itself for a plan-sized entry.
+    let items = [DOMAIN_TAG, kid, stream, signed_ms]
+        .into_iter()
+        .chain(fields.iter().copied());
+    let len: usize = items.clone().map(|i| i.len() + 8).sum::<usize>() + 8;
+    let mut buf = Vec::with_capacity(len);
+    for (n, item) in items.enumerate() {
+        if n == 4 {
+            buf.extend_from_slice(&((fields.len() / 2) as u64).to_be_bytes());
+        }
+        put(&mut buf, item);
     }
+    if fields.is_empty() {
+        buf.extend_from_slice(&0u64.to_be_bytes());
+    }
+    let mut mac = key.start();
+    mac.update(&buf);
     mac
 }
 

@@ -1,0 +1,326 @@
+//! One plan, from a verified entry to a final outcome or a reason to try again later.
+//!
+//! The order of steps is the point: every invariant is checked before anything is written or
+//! sent; the dedupe claim is written before the order is placed; the outcome is recorded, the
+//! plan marked done, the HOLD lease renewed and the entry acknowledged together, after the
+//! exchange answered. An attempt that cannot finish leaves the entry pending and its claim in
+//! place, and the next attempt starts by asking the exchange for the order.
+
+use std::sync::Arc;
+
+use reconcile_exchange::{
+    host_now_ms, Client, ClientOrderId, ClosePlan, ErrorClass, ExchangeError, PositionMode,
+};
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+use tracing::{debug, error, warn};
+
+use crate::config::Config;
+use crate::dedupe::{self, IfNoOrder, Record, Step, Timing};
+use crate::invariants::{check_execution, check_plan, Approved, Exposure, Plan, Refusal};
+use crate::metrics::{Metrics, RetryCause};
+use crate::outcome::{OrderFacts, Outcome, Status};
+use crate::plan::{self, Entry, Identity};
+use crate::store::{self, Finish};
+
+/// Why an attempt left its entry pending.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub cause: RetryCause,
+    pub detail: String,
+}
+
+impl From<RedisError> for Pending {
+    fn from(err: RedisError) -> Pending {
+        Pending {
+            cause: RetryCause::Redis,
+            detail: err.to_string(),
+        }
+    }
+}
+
+impl From<ExchangeError> for Pending {
+    fn from(err: ExchangeError) -> Pending {
+        let cause = match err.class() {
+            ErrorClass::UnknownOutcome => RetryCause::UnknownOutcome,
+            _ => RetryCause::Exchange,
+        };
+        Pending {
+            cause,
+            detail: err.to_string(),
+        }
+    }
+}
+
+/// A final outcome, and whether this attempt holds the plan's dedupe claim (so that the
+/// record is turned to done with it).
+struct Settled {
+    outcome: Outcome,
+    claimed: bool,
+}
+
+/// What one attempt needs.
+pub(crate) struct Executor {
+    pub config: Arc<Config>,
+    pub redis: ConnectionManager,
+    pub exchange: Arc<Client>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Executor {
+    /// Takes one entry as far as it can go. `Ok` means the entry was acknowledged with its
+    /// outcome recorded; `Err` means it stays pending and is tried again later.
+    pub async fn handle(&mut self, entry: &Entry) -> Result<Status, Pending> {
+        let settled = self.settle(entry).await;
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(pending) => {
+                warn!(entry_id = %entry.id, cause = pending.cause.label(), error = %pending.detail,
+                    "plan left pending");
+                self.metrics.retry(pending.cause);
+                return Err(pending);
+            }
+        };
+        let status = settled.outcome.status;
+        if let Err(err) = self.record(&settled).await {
+            error!(entry_id = %entry.id, error = %err, "recording outcome failed");
+            self.metrics.retry(RetryCause::Redis);
+            return Err(err.into());
+        }
+        Ok(status)
+    }
+
+    async fn settle(&mut self, entry: &Entry) -> Result<Settled, Pending> {
+        let now = host_now_ms();
+        let raw = match plan::decode(entry) {
+            Ok(raw) => raw,
+            Err(why) => {
+                let identity = Identity::of(entry);
+                let (plan_id, symbol) = (identity.plan_id.as_deref(), identity.symbol.as_deref());
+                return Ok(unclaimed(Outcome::refused(&entry.id, plan_id, symbol, why)));
+            }
+        };
+        let plan = match check_plan(&raw, &self.config.limits, now) {
+            Ok(plan) => plan,
+            Err(why) => {
+                let outcome =
+                    Outcome::refused(&entry.id, Some(&raw.plan_id), Some(&raw.symbol), why);
+                return Ok(unclaimed(outcome));
+            }
+        };
+
+        let record = store::dedupe_record(&mut self.redis, &plan.plan_id).await?;
+        let timing = Timing {
+            settle: self.config.exchange_settle,
+            lease: self.config.claim_lease,
+        };
+        let mut claimed = false;
+        match dedupe::step(record.as_ref(), &self.config.consumer, now, timing) {
+            Step::Claim => {}
+            Step::Duplicate => {
+                let mut outcome = self.outcome(&plan, Status::Duplicate);
+                outcome.detail = record.map(|r| r.to_string());
+                return Ok(unclaimed(outcome));
+            }
+            Step::Settle(if_no_order) => {
+                if let Some(settled) = self.look_up(&plan).await? {
+                    return Ok(settled);
+                }
+                claimed = self.reclaim(&plan, if_no_order).await?;
+            }
+        }
+
+        let (approved, mode) = match self.check_execution(plan).await? {
+            Ok(checked) => checked,
+            Err(outcome) => return Ok(Settled { outcome, claimed }),
+        };
+        if self.config.dry_run {
+            return self.dry_run(&approved).await;
+        }
+        if !claimed {
+            let record = Record::Executing {
+                consumer: self.config.consumer.clone(),
+                since_ms: host_now_ms(),
+            };
+            let plan_id = &approved.plan.plan_id;
+            if !store::claim(&mut self.redis, plan_id, &record, self.config.dedupe_ttl).await? {
+                return Err(claimed_elsewhere("claimed by another attempt meanwhile"));
+            }
+        }
+        self.close(&approved, mode).await
+    }
+
+    /// Reads the HOLD lease and the exchange position, and checks the plan against them. The
+    /// position mode read with the position is the one the order is sent in.
+    async fn check_execution(
+        &mut self,
+        plan: Plan,
+    ) -> Result<Result<(Approved, PositionMode), Outcome>, Pending> {
+        let hold = store::hold_present(&mut self.redis, &plan.symbol).await?;
+        let mode = self.exchange.position_mode().await?;
+        let rows = self.exchange.position_risk(Some(&plan.symbol)).await?;
+        let exposure = Exposure::from_rows(&plan.symbol, mode, &rows);
+        let max_age = self.config.limits.max_age;
+        debug!(plan_id = %plan.plan_id, hold, long = %exposure.long, short = %exposure.short,
+            "execution state read");
+        let refused = |plan: &Plan, why: Refusal| {
+            let mut outcome =
+                Outcome::refused(&plan.entry_id, Some(&plan.plan_id), Some(&plan.symbol), why);
+            outcome.side = Some(plan.side);
+            outcome.qty = Some(plan.qty);
+            outcome
+        };
+        Ok(
+            check_execution(plan.clone(), hold, &exposure, max_age, host_now_ms())
+                .map(|approved| (approved, mode))
+                .map_err(|why| refused(&plan, why)),
+        )
+    }
+
+    /// Asks the exchange for the plan's order after an earlier claim.
+    async fn look_up(&mut self, plan: &Plan) -> Result<Option<Settled>, Pending> {
+        let id = ClientOrderId::for_plan(&plan.plan_id);
+        let Some(order) = self.exchange.query_order(&plan.symbol, &id).await? else {
+            return Ok(None);
+        };
+        let mut outcome = self.outcome(plan, Status::of_order(order.status));
+        outcome.order = Some(OrderFacts::of(&order, true));
+        Ok(Some(Settled {
+            outcome,
+            claimed: true,
+        }))
+    }
+
+    /// Makes an earlier claim on the plan this attempt's own, when the lookup found no order.
+    async fn reclaim(&mut self, plan: &Plan, if_no_order: IfNoOrder) -> Result<bool, Pending> {
+        match if_no_order {
+            IfNoOrder::Resume => Ok(true),
+            IfNoOrder::Wait => Err(claimed_elsewhere("claim too recent to settle")),
+            IfNoOrder::TakeOver { stale } => {
+                let record = Record::Executing {
+                    consumer: self.config.consumer.clone(),
+                    since_ms: host_now_ms(),
+                };
+                let ttl = self.config.dedupe_ttl;
+                if store::take_over(&mut self.redis, &plan.plan_id, &stale, &record, ttl).await? {
+                    warn!(plan_id = %plan.plan_id, previous = %stale, "took over abandoned claim");
+                    Ok(true)
+                } else {
+                    Err(claimed_elsewhere("claim changed while taking it over"))
+                }
+            }
+        }
+    }
+
+    async fn dry_run(&mut self, approved: &Approved) -> Result<Settled, Pending> {
+        let plan = &approved.plan;
+        let filters = self.exchange.symbol_filters(&plan.symbol).await?;
+        let mut outcome = self.outcome(plan, Status::DryRun);
+        match filters.market_quantity(plan.qty) {
+            Ok(qty) => {
+                outcome.order = Some(OrderFacts {
+                    order_id: None,
+                    client_order_id: ClientOrderId::for_plan(&plan.plan_id).to_string(),
+                    qty: qty.value(),
+                    executed_qty: None,
+                    avg_price: None,
+                    found_by_lookup: false,
+                });
+                outcome.detail = Some(format!("would close {} of {}", qty, approved.position));
+            }
+            Err(err) => outcome.detail = Some(format!("would be refused: {err}")),
+        }
+        Ok(unclaimed(outcome))
+    }
+
+    async fn close(&mut self, approved: &Approved, mode: PositionMode) -> Result<Settled, Pending> {
+        let plan = &approved.plan;
+        let close = ClosePlan {
+            plan_id: plan.plan_id.clone(),
+            symbol: plan.symbol.clone(),
+            side: plan.side,
+            quantity: plan.qty,
+        };
+        match self.exchange.close(&close, mode).await {
+            Ok(report) => {
+                let mut outcome = self.outcome(plan, Status::of_order(report.order.status));
+                outcome.order = Some(OrderFacts::of(&report.order, report.found_by_lookup));
+                if let Some(latency) = outcome.latency_ms {
+                    self.metrics.plan_to_order(latency.max(0) as f64 / 1000.0);
+                }
+                Ok(Settled {
+                    outcome,
+                    claimed: true,
+                })
+            }
+            Err(err) if err.class() == ErrorClass::Definitive => {
+                let mut outcome = self.outcome(plan, Status::Rejected);
+                outcome.detail = Some(err.to_string());
+                Ok(Settled {
+                    outcome,
+                    claimed: true,
+                })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Writes the outcome, then logs and counts it.
+    async fn record(&mut self, settled: &Settled) -> Result<(), RedisError> {
+        let config = Arc::clone(&self.config);
+        let outcome = &settled.outcome;
+        let plan_id = outcome.plan_id.as_deref().unwrap_or_default();
+        let symbol = outcome.symbol.as_deref().unwrap_or_default();
+        let renew = outcome.status == Status::Success;
+        let finish = Finish {
+            stream: &config.stream,
+            group: &config.group,
+            entry_id: &outcome.entry_id,
+            result_stream: &config.result_stream,
+            result_maxlen: config.result_maxlen,
+            result: outcome.fields(&config.consumer, host_now_ms()),
+            done: settled
+                .claimed
+                .then(|| (plan_id, outcome.done_record(), config.dedupe_ttl)),
+            renew_hold: renew.then_some((symbol, config.hold_ttl)),
+        };
+        let renewed = store::finish(&mut self.redis, finish).await?;
+        if renew && !renewed {
+            warn!(symbol, plan_id, "HOLD lease was gone; not renewed");
+        }
+
+        outcome.audit();
+        self.metrics
+            .settled(outcome.symbol.as_deref(), outcome.status, outcome.rule);
+        Ok(())
+    }
+
+    fn outcome(&self, plan: &Plan, status: Status) -> Outcome {
+        Outcome {
+            entry_id: plan.entry_id.clone(),
+            plan_id: Some(plan.plan_id.clone()),
+            symbol: Some(plan.symbol.clone()),
+            side: Some(plan.side),
+            qty: Some(plan.qty),
+            status,
+            rule: None,
+            detail: None,
+            order: None,
+            latency_ms: Some(host_now_ms().saturating_sub(plan.ts_ms)),
+        }
+    }
+}
+
+fn unclaimed(outcome: Outcome) -> Settled {
+    Settled {
+        outcome,
+        claimed: false,
+    }
+}
+
+fn claimed_elsewhere(detail: &str) -> Pending {
+    Pending {
+        cause: RetryCause::Claimed,
+        detail: detail.into(),
+    }
+}

@@ -1,0 +1,204 @@
+//! The worker's Prometheus metrics. The names of the first four are the ones the replaced
+//! system's dashboards and alerts use.
+
+use std::collections::BTreeSet;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::invariants::Rule;
+use crate::module_info::{Latest, ModuleCollector};
+use crate::outcome::Status;
+
+/// Symbol label of plans whose symbol is not configured (or not readable), so that a signer
+/// cannot grow the label set without bound.
+pub const OTHER_SYMBOL: &str = "other";
+
+/// Why a plan was left pending to be tried again: the `cause` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// A Redis command failed.
+    Redis,
+    /// The exchange refused for now; nothing was executed.
+    Exchange,
+    /// The exchange could not say whether the order was executed.
+    UnknownOutcome,
+    /// An earlier claim on the plan is too young to be settled or taken over.
+    Claimed,
+}
+
+impl RetryCause {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryCause::Redis => "redis",
+            RetryCause::Exchange => "exchange",
+            RetryCause::UnknownOutcome => "unknown_outcome",
+            RetryCause::Claimed => "claimed",
+        }
+    }
+}
+
+/// Every metric of the worker, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    symbols: BTreeSet<String>,
+    consumed: IntCounterVec,
+    guardrail_fail: IntCounterVec,
+    executed: IntCounterVec,
+    dedupe_hits: IntCounter,
+    plan_to_order: Histogram,
+    retries: IntCounterVec,
+    /// The module's last `INFO reconcile` reading.
+    pub module: Latest,
+}
+
+impl Metrics {
+    /// Registers every metric; the series of the configured `symbols`, of every rule and of
+    /// every status start at zero, so that rates and alerts work before the first event.
+    pub fn new<'a>(
+        symbols: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let consumed = IntCounterVec::new(
+            Opts::new(
+                "reconcile_close_consumed_total",
+                "Close plans taken off the stream with a final outcome",
+            ),
+            &["symbol"],
+        )?;
+        let guardrail_fail = IntCounterVec::new(
+            Opts::new(
+                "reconcile_close_guardrail_fail_total",
+                "Close plans refused, by the invariant they failed",
+            ),
+            &["symbol", "rule"],
+        )?;
+        let executed = IntCounterVec::new(
+            Opts::new(
+                "reconcile_close_executed_total",
+                "Close plans that reached the exchange (or would have, in dry-run), by outcome",
+            ),
+            &["status"],
+        )?;
+        let dedupe_hits = IntCounter::new(
+            "quantum_apply_dedupe_hits_total",
+            "Close plans already done when delivered again",
+        )?;
+        let plan_to_order = Histogram::with_opts(
+            HistogramOpts::new(
+                "reconcile_close_plan_to_order_seconds",
+                "Time from a plan's ts to the exchange's answer to its order",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "reconcile_close_retry_total",
+                "Attempts that left a plan pending to be tried again, by cause",
+            ),
+            &["cause"],
+        )?;
+        registry.register(Box::new(consumed.clone()))?;
+        registry.register(Box::new(guardrail_fail.clone()))?;
+        registry.register(Box::new(executed.clone()))?;
+        registry.register(Box::new(dedupe_hits.clone()))?;
+        registry.register(Box::new(plan_to_order.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        let module = Latest::default();
+        registry.register(Box::new(ModuleCollector::new(module.clone())?))?;
+
+        let symbols: BTreeSet<String> = symbols.into_iter().map(str::to_owned).collect();
+        for symbol in symbols.iter().map(String::as_str).chain([OTHER_SYMBOL]) {
+            consumed.with_label_values(&[symbol]);
+            for rule in Rule::ALL {
+                guardrail_fail.with_label_values(&[symbol, rule.label()]);
+            }
+        }
+        for status in Status::EXECUTED {
+            executed.with_label_values(&[status.label()]);
+        }
+        Ok(Metrics {
+            registry,
+            symbols,
+            consumed,
+            guardrail_fail,
+            executed,
+            dedupe_hits,
+            plan_to_order,
+            retries,
+            module,
+        })
+    }
+
+    /// The registry to serve.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The symbol label for `symbol`: itself when configured, [`OTHER_SYMBOL`] otherwise.
+    pub fn symbol_label<'a>(&self, symbol: Option<&'a str>) -> &'a str {
+        match symbol {
+            Some(symbol) if self.symbols.contains(symbol) => symbol,
+            _ => OTHER_SYMBOL,
+        }
+    }
+
+    /// Counts a plan taken off the stream with `status`, refused under `rule` if it was.
+    pub(crate) fn settled(&self, symbol: Option<&str>, status: Status, rule: Option<Rule>) {
+        let symbol = self.symbol_label(symbol);
+        self.consumed.with_label_values(&[symbol]).inc();
+        match (status, rule) {
+            (Status::Refused, Some(rule)) => {
+                self.guardrail_fail
+                    .with_label_values(&[symbol, rule.label()])
+                    .inc();
+            }
+            (Status::Duplicate, _) => self.dedupe_hits.inc(),
+            (status, _) if Status::EXECUTED.contains(&status) => {
+                self.executed.with_label_values(&[status.label()]).inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn plan_to_order(&self, seconds: f64) {
+        self.plan_to_order.observe(seconds);
+    }
+
+    pub(crate) fn retry(&self, cause: RetryCause) {
+        self.retries.with_label_values(&[cause.label()]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_names_are_served_from_the_start() {
+        let metrics = Metrics::new(["BTCUSDT"]).unwrap();
+        let text = reconcile_worker::metrics::render(metrics.registry()).unwrap();
+        for line in [
+            "reconcile_close_consumed_total{symbol=\"BTCUSDT\"} 0",
+            "reconcile_close_guardrail_fail_total{rule=\"hmac\",symbol=\"BTCUSDT\"} 0",
+            "reconcile_close_executed_total{status=\"success\"} 0",
+            "quantum_apply_dedupe_hits_total 0",
+            "reconcile_close_plan_to_order_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_symbols_share_one_label() {
+        let metrics = Metrics::new(["BTCUSDT"]).unwrap();
+        metrics.settled(Some("DOGEUSDT"), Status::Refused, Some(Rule::MaxQty));
+        metrics.settled(None, Status::Refused, Some(Rule::Parse));
+        metrics.settled(Some("BTCUSDT"), Status::Duplicate, None);
+        let text = reconcile_worker::metrics::render(metrics.registry()).unwrap();
+        assert!(text.contains("reconcile_close_consumed_total{symbol=\"other\"} 2"));
+        assert!(!text.contains("DOGEUSDT"));
+        assert!(text.contains("quantum_apply_dedupe_hits_total 1"));
+    }
+}

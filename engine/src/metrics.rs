@@ -1,0 +1,68 @@
+//! The engine's Prometheus metrics, registered on the registry the metrics server serves.
+
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Every metric the engine updates.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Cycles on which a drift was seen, by symbol and kind (excess, opposite, manual).
+    pub drift_seen: IntCounterVec,
+    /// Close plans signed into the stream, by symbol.
+    pub plans_published: IntCounterVec,
+    /// 1 while the engine holds the symbol's HOLD lease, by symbol.
+    pub hold_active: IntGaugeVec,
+    /// Symbols left out of a cycle, by symbol and reason.
+    pub symbols_skipped: IntCounterVec,
+    /// How long one cycle over every symbol took.
+    pub cycle_duration: Histogram,
+    /// Unix time of the last cycle in which every symbol was read.
+    pub last_good_cycle: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let metrics = Metrics {
+            drift_seen: IntCounterVec::new(
+                Opts::new(
+                    "reconcile_drift_seen_total",
+                    "Cycles on which a drift was seen",
+                ),
+                &["symbol", "kind"],
+            )?,
+            plans_published: IntCounterVec::new(
+                Opts::new("reconcile_plans_published_total", "Close plans signed"),
+                &["symbol"],
+            )?,
+            hold_active: IntGaugeVec::new(
+                Opts::new(
+                    "reconcile_hold_active",
+                    "Whether the symbol's HOLD lease is set",
+                ),
+                &["symbol"],
+            )?,
+            symbols_skipped: IntCounterVec::new(
+                Opts::new(
+                    "reconcile_symbols_skipped_total",
+                    "Symbols left out of a cycle",
+                ),
+                &["symbol", "reason"],
+            )?,
+            cycle_duration: Histogram::with_opts(HistogramOpts::new(
+                "reconcile_cycle_duration_seconds",
+                "Duration of one reconcile cycle",
+            ))?,
+            last_good_cycle: Gauge::new(
+                "reconcile_last_good_cycle_timestamp_seconds",
+                "Unix time of the last cycle that read every symbol",
+            )?,
+        };
+        registry.register(Box::new(metrics.drift_seen.clone()))?;
+        registry.register(Box::new(metrics.plans_published.clone()))?;
+        registry.register(Box::new(metrics.hold_active.clone()))?;
+        registry.register(Box::new(metrics.symbols_skipped.clone()))?;
+        registry.register(Box::new(metrics.cycle_duration.clone()))?;
+        registry.register(Box::new(metrics.last_good_cycle.clone()))?;
+        Ok(metrics)
+    }
+}

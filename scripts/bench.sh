@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Measures the module against plain Redis on this machine, side by side in one run, and writes
+# the table to BENCHMARKS.md (or, with BENCH_SHORT=1, a quick smoke run to stdout only).
+#
+# Every figure is a ratio of two measurements taken on the same server in alternating rounds,
+# so a busy machine shifts both sides alike. Nothing here asserts on time: a slow run is
+# reported, never failed.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+module=${RECONCILE_MODULE:-$root/target/release/libreconcile.so}
+redis_server=${REDIS_SERVER:-redis-server}
+short=${BENCH_SHORT:-0}
+if [[ "$short" == 1 ]]; then
+    requests=2000
+    rounds=1
+    mac_iterations=2000
+else
+    requests=${BENCH_REQUESTS:-200000}
+    rounds=${BENCH_ROUNDS:-3}
+    mac_iterations=200000
+fi
+clients=20
+pipeline=16
+
+workdir=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME [module args...]: starts a server and leaves its port in $port.
+port=
+start_server() {
+    local name=$1
+    shift
+    port=$(free_port)
+    mkdir -p "$workdir/$name"
+    local load=()
+    if (($# > 0)); then
+        load=(--loadmodule "$module" "$@")
+    fi
+    "$redis_server" --port "$port" --bind 127.0.0.1 --dir "$workdir/$name" --save "" \
+        --appendonly no --logfile "$workdir/$name/redis.log" "${load[@]}" >/dev/null 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        if redis-cli -p "$port" PING >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "bench: $name did not start" >&2
+    tail -n 5 "$workdir/$name/redis.log" >&2
+    exit 1
+}
+
+# rps PORT ARGS...: requests per second redis-benchmark measured for one command.
+rps() {
+    local port=$1
+    shift
+    redis-benchmark -p "$port" -n "$requests" -c "$clients" -P "$pipeline" --csv "$@" \
+        | tail -n 1 | cut -d, -f2 | tr -d '"'
+}
+
+median() {
+    sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+}
+
+umask 077
+printf 'bench %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$workdir/keyring"
+stream=quantum:stream:reconcile.close
+start_server guarded keyring "$workdir/keyring" guard "$stream" max-age-ms 604800000
+guarded=$port
+start_server plain
+plain=$port
+
+plan=(plan_id reconclose:BTCUSDT:a1b2c3d4e5f6:1737846123456 decision RECONCILE_CLOSE
+    symbol BTCUSDT side SELL type MARKET qty 0.002 reduceOnly true reason reconcile_drift
+    source p3.4 signature a1b2c3d4e5f6 exchange_amt 0.012 ledger_amt 0.010 ts 1737846123456)
+
+echo "bench: $requests requests per measurement, $rounds rounds, $clients clients," \
+    "pipeline $pipeline" >&2
+
+# 1. Signing against a plain XADD of the same fields, on the same server.
+signed=()
+xadd=()
+for _ in $(seq "$rounds"); do
+    signed+=("$(rps "$guarded" RECONCILE.XADDSIGNED "$stream" MAXLEN '~' 10000 '*' "${plan[@]}")")
+    xadd+=("$(rps "$guarded" XADD bench:plain MAXLEN '~' 10000 '*' "${plan[@]}")")
+done
+signed_rps=$(printf '%s\n' "${signed[@]}" | median)
+xadd_rps=$(printf '%s\n' "${xadd[@]}" | median)
+
+# 2. The guard's cost: GET and SET with the module loaded against a server without it.
+declare -A cmd_rps
+for cmd in GET SET; do
+    with=()
+    without=()
+    for _ in $(seq "$rounds"); do
+        args=("$cmd" bench:key)
+        [[ "$cmd" == SET ]] && args+=(value)
+        with+=("$(rps "$guarded" "${args[@]}")")
+        without+=("$(rps "$plain" "${args[@]}")")
+    done
+    cmd_rps[$cmd,with]=$(printf '%s\n' "${with[@]}" | median)
+    cmd_rps[$cmd,without]=$(printf '%s\n' "${without[@]}" | median)
+done
+
+# 3. Reading 100 entries: a group's history read, verified against native, over the same
+# 100 pending entries (the verified history read checks every MAC).
+redis-cli -p "$guarded" XGROUP CREATE "$stream" bench 0 >/dev/null
+redis-cli -p "$guarded" XREADGROUP GROUP bench reader COUNT 100 STREAMS "$stream" '>' >/dev/null
+verified=()
+native=()
+for _ in $(seq "$rounds"); do
+    verified+=("$(rps "$guarded" RECONCILE.XREADVERIFIED GROUP bench reader COUNT 100 \
+        STREAMS "$stream" 0)")
+    native+=("$(rps "$guarded" XREADGROUP GROUP bench reader COUNT 100 STREAMS "$stream" 0)")
+done
+verified_rps=$(printf '%s\n' "${verified[@]}" | median)
+native_rps=$(printf '%s\n' "${native[@]}" | median)
+delivered=$(redis-cli -p "$guarded" XREADGROUP GROUP bench reader COUNT 100 STREAMS "$stream" 0 \
+    | grep -c '^[0-9]*-[0-9]*$' || true)
+
+# 4. The MAC per entry against the hardware floor.
+mac=$(cargo run --release -q -p reconcile-core --example mac_cost -- "$mac_iterations")
+mac_value() { awk -v k="$1" '$1 == k {print $2}' <<<"$mac"; }
+
+entries_verified=$(awk -v r="$verified_rps" 'BEGIN {printf "%.0f", r * 100}')
+entries_native=$(awk -v r="$native_rps" 'BEGIN {printf "%.0f", r * 100}')
+table=$(
+    cat <<EOF
+| measurement | reconcile-guard | baseline | ratio | target |
+|---|---|---|---|---|
+| RECONCILE.XADDSIGNED vs XADD, 12 plan fields (req/s) | $signed_rps | $xadd_rps | $(ratio "$signed_rps" "$xadd_rps") | >= 0.85 |
+| RECONCILE.XREADVERIFIED vs XREADGROUP, COUNT 100 (entries/s) | $entries_verified | $entries_native | $(ratio "$verified_rps" "$native_rps") | >= 0.80 |
+| GET with the module vs without (req/s) | ${cmd_rps[GET,with]} | ${cmd_rps[GET,without]} | $(ratio "${cmd_rps[GET,with]}" "${cmd_rps[GET,without]}") | >= 0.98 |
+| SET with the module vs without (req/s) | ${cmd_rps[SET,with]} | ${cmd_rps[SET,without]} | $(ratio "${cmd_rps[SET,with]}" "${cmd_rps[SET,without]}") | >= 0.98 |
+| MAC of one plan ($(mac_value encoded_bytes) bytes encoded) vs HMAC-SHA256 in one piece (ns) | $(mac_value sign_ns) | $(mac_value hmac_one_piece_ns) | $(ratio "$(mac_value hmac_one_piece_ns)" "$(mac_value sign_ns)") | |
+| HMAC-SHA256 in one piece vs bare SHA-256 of the same bytes (ns) | $(mac_value hmac_one_piece_ns) | $(mac_value sha256_floor_ns) | $(ratio "$(mac_value sha256_floor_ns)" "$(mac_value hmac_one_piece_ns)") | |
+EOF
+)
+
+echo "$table"
+if ((delivered != 100)); then
+    echo "bench: the read measurement saw $delivered pending entries, not 100" >&2
+    exit 1
+fi
+if [[ "$short" == 1 ]]; then
+    echo "bench: short run; BENCHMARKS.md left as it is" >&2
+    exit 0
+fi
+
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+sha_ni=$(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)
+{
+    echo "# Benchmarks"
+    echo
+    echo "Measured by \`make bench\` ($(date -u +%Y-%m-%d)), on one machine in one run."
+    echo
+    echo "- machine: $(nproc) cores, $cpu, SHA extensions: $sha_ni"
+    echo "- $("$redis_server" --version | cut -d' ' -f1-3)"
+    echo "- $(rustc --version)"
+    echo "- redis-benchmark: $requests requests, $clients clients, pipeline $pipeline; median of" \
+        "$rounds rounds; the benchmark client shares the machine with the server"
+    echo
+    echo "$table"
+    echo
+    if [[ -f "$root/docs/benchmarks-notes.md" ]]; then
+        cat "$root/docs/benchmarks-notes.md"
+    fi
+} >"$root/BENCHMARKS.md"
+echo "bench: wrote BENCHMARKS.md" >&2
