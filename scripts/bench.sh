@@ -139,6 +139,23 @@ delivered=$(redis-cli -p "$guarded" XREADGROUP GROUP bench reader COUNT 100 STRE
 mac=$(cargo run --release -q -p reconcile-core --example mac_cost -- "$mac_iterations")
 mac_value() { awk -v k="$1" '$1 == k {print $2}' <<<"$mac"; }
 
+# 5. Plan to order: the apply worker on the module, a minimal consumer on the module, and the
+# same minimal consumer with client-side signing on plain Redis (the replaced design).
+plan_args=(--plans "${BENCH_PLANS:-10000}")
+[[ "$short" == 1 ]] && plan_args=(--short)
+plan_out=$(RECONCILE_MODULE="$module" REDIS_SERVER="$redis_server" \
+    cargo run --release -q -p reconcile-bench --bin plan-latency -- "${plan_args[@]}")
+plan_value() { awk -v k="$1" '$1 == k {print $2}' <<<"$plan_out"; }
+plan_row() {
+    local what=$1 guard=$2 base=$3 target=$4 ratio
+    if [[ "$what" == *"(ms)" ]]; then
+        ratio=$(ratio "$(plan_value "$base")" "$(plan_value "$guard")")
+    else
+        ratio=$(ratio "$(plan_value "$guard")" "$(plan_value "$base")")
+    fi
+    echo "| $what | $(plan_value "$guard") | $(plan_value "$base") | $ratio | $target |"
+}
+
 entries_verified=$(awk -v r="$verified_rps" 'BEGIN {printf "%.0f", r * 100}')
 entries_native=$(awk -v r="$native_rps" 'BEGIN {printf "%.0f", r * 100}')
 table=$(
@@ -151,6 +168,12 @@ table=$(
 | SET with the module vs without (req/s) | ${cmd_rps[SET,with]} | ${cmd_rps[SET,without]} | $(ratio "${cmd_rps[SET,with]}" "${cmd_rps[SET,without]}") | >= 0.98 |
 | MAC of one plan ($(mac_value encoded_bytes) bytes encoded) vs HMAC-SHA256 in one piece (ns) | $(mac_value sign_ns) | $(mac_value hmac_one_piece_ns) | $(ratio "$(mac_value hmac_one_piece_ns)" "$(mac_value sign_ns)") | |
 | HMAC-SHA256 in one piece vs bare SHA-256 of the same bytes (ns) | $(mac_value hmac_one_piece_ns) | $(mac_value sha256_floor_ns) | $(ratio "$(mac_value sha256_floor_ns)" "$(mac_value hmac_one_piece_ns)") | |
+$(plan_row "Plan to order p50, $(plan_value plans) plans one at a time: apply worker on the module vs client-signing consumer (ms)" plan_to_order_p50_ms baseline_plan_to_order_p50_ms "<= 1 ms")
+$(plan_row "Plan to order p99, same plans (ms)" plan_to_order_p99_ms baseline_plan_to_order_p99_ms "<= 5 ms")
+$(plan_row "Burst of $(plan_value burst_plans) plans cleared: apply worker on the module vs client-signing consumer (plans/s)" burst_plans_per_s baseline_burst_plans_per_s ">= 2000")
+$(plan_row "Plan to order p50: minimal consumer on the module vs client-signing consumer (ms)" minimal_plan_to_order_p50_ms baseline_plan_to_order_p50_ms "")
+$(plan_row "Plan to order p99: minimal consumer on the module vs client-signing consumer (ms)" minimal_plan_to_order_p99_ms baseline_plan_to_order_p99_ms "")
+$(plan_row "Burst cleared: minimal consumer on the module vs client-signing consumer (plans/s)" minimal_burst_plans_per_s baseline_burst_plans_per_s "")
 EOF
 )
 

@@ -126,16 +126,7 @@ pub async fn publish_plan(
     fields: &[(&'static str, String)],
     maxlen: u64,
 ) -> Result<String, StoreError> {
-    let mut cmd = redis::cmd("RECONCILE.XADDSIGNED");
-    cmd.arg(CLOSE_STREAM)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(maxlen)
-        .arg("*");
-    for (name, value) in fields {
-        cmd.arg(*name).arg(value);
-    }
-    Ok(cmd.query_async(con).await?)
+    append("RECONCILE.XADDSIGNED", CLOSE_STREAM, con, fields, maxlen).await
 }
 
 /// Appends one event, trimmed to about `maxlen`.
@@ -144,12 +135,20 @@ pub async fn append_event(
     fields: &[(&'static str, String)],
     maxlen: u64,
 ) -> Result<String, StoreError> {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(EVENTS_STREAM)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(maxlen)
-        .arg("*");
+    append("XADD", EVENTS_STREAM, con, fields, maxlen).await
+}
+
+/// `command stream MAXLEN ~ maxlen * fields...`, for XADD and the module's signed twin, which
+/// share their syntax.
+async fn append(
+    command: &str,
+    stream: &str,
+    con: &mut ConnectionManager,
+    fields: &[(&'static str, String)],
+    maxlen: u64,
+) -> Result<String, StoreError> {
+    let mut cmd = redis::cmd(command);
+    cmd.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
     for (name, value) in fields {
         cmd.arg(*name).arg(value);
     }
