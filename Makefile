@@ -2,7 +2,8 @@
 #
 #   make deps    install the Debian packages the build and the tests need (when missing)
 #   make build   build the workspace in release mode (target/release/libreconcile.so)
-#   make test    deps, build, then every test in the workspace
+#   make test    deps, build, then every test in the workspace, and the alert rule tests
+#   make test-alerts   check deploy/prometheus/reconcile-alerts.yml and run its promtool tests
 #   make demo    deps, build, then a walk through the module on a throwaway redis-server
 #   make bench   measure the module against plain Redis and write BENCHMARKS.md
 #                (BENCH_SHORT=1: a quick smoke run that writes nothing)
@@ -17,7 +18,7 @@ CARGO ?= cargo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test demo bench lint clean
+.PHONY: deps build test test-alerts demo bench lint clean
 
 deps:
 	@scripts/deps.sh
@@ -28,9 +29,14 @@ build:
 # The integration tests load target/release/libreconcile.so, which `cargo test` alone does
 # not produce, so the build comes first. --no-fail-fast runs every test binary, so that one
 # failure does not hide the summaries of the others.
-test: deps
+test: deps test-alerts
 	$(CARGO) build --release --workspace --jobs $(JOBS)
 	$(CARGO) test --release --workspace --jobs $(JOBS) --no-fail-fast
+
+test-alerts:
+	@scripts/deps.sh promtool
+	promtool check rules deploy/prometheus/reconcile-alerts.yml
+	cd deploy/prometheus && promtool test rules reconcile-alerts.test.yml
 
 demo: deps
 	$(CARGO) build --release --workspace --jobs $(JOBS)

@@ -19,7 +19,7 @@ pub struct Config {
     /// Base URL of the USD-M futures API.
     #[arg(
         long,
-        env = "RECONCILE_EXCHANGE_URL",
+        env = "EXCHANGE_URL",
         default_value = reconcile_exchange::TESTNET_URL
     )]
     pub exchange_url: String,

@@ -61,6 +61,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
+    metrics.start_at_zero(&config.symbols);
     let (_, server) =
         reconcile_worker::metrics::spawn(config.metrics_addr, registry, shutdown.clone()).await?;
 

@@ -2,6 +2,8 @@
 
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::drift::DriftKind;
+
 /// Every metric the engine updates.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -64,5 +66,42 @@ impl Metrics {
         registry.register(Box::new(metrics.cycle_duration.clone()))?;
         registry.register(Box::new(metrics.last_good_cycle.clone()))?;
         Ok(metrics)
+    }
+
+    /// Creates the per-symbol series at zero, so that `increase()` and `rate()` see the first
+    /// plan after a restart instead of a series that appears with it.
+    pub fn start_at_zero(&self, symbols: &[String]) {
+        for symbol in symbols {
+            self.plans_published.with_label_values(&[symbol]).reset();
+            self.hold_active.with_label_values(&[symbol]).set(0);
+            for kind in [DriftKind::Excess, DriftKind::Opposite, DriftKind::Manual] {
+                self.drift_seen
+                    .with_label_values(&[symbol, kind.as_str()])
+                    .reset();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_symbols_are_exported_before_their_first_plan() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        metrics.start_at_zero(&["BTCUSDT".to_string()]);
+        let text = reconcile_worker::metrics::render(&registry).unwrap();
+        assert!(
+            text.contains("reconcile_plans_published_total{symbol=\"BTCUSDT\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reconcile_hold_active{symbol=\"BTCUSDT\"} 0"),
+            "{text}"
+        );
+        let kind = "reconcile_drift_seen_total{kind=\"manual\",symbol=\"BTCUSDT\"} 0";
+        assert!(text.contains(kind), "{text}");
     }
 }

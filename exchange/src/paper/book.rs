@@ -97,6 +97,9 @@ pub(crate) struct Book {
     hedge_mode: bool,
     legs: BTreeMap<(String, PositionSide), Leg>,
     orders: Vec<Order>,
+    /// Positions in `orders` by client order id, oldest first, so that a lookup does not scan
+    /// every order a long run has recorded.
+    by_client_id: HashMap<String, Vec<usize>>,
     /// Orders that lookups deny until the given server time, by order id.
     hidden_until: HashMap<i64, i64>,
     next_order_id: i64,
@@ -109,6 +112,7 @@ impl Book {
             hedge_mode,
             legs: BTreeMap::new(),
             orders: Vec::new(),
+            by_client_id: HashMap::new(),
             hidden_until: HashMap::new(),
             next_order_id: 1,
         }
@@ -189,12 +193,25 @@ impl Book {
         client_order_id: Option<&str>,
         now: i64,
     ) -> Option<&Order> {
-        self.orders.iter().rev().find(|o| {
+        let matches = |o: &&Order| {
             o.symbol == symbol
                 && order_id.is_none_or(|id| o.order_id == id)
                 && client_order_id.is_none_or(|id| o.client_order_id == id)
                 && self.visible(o, now)
-        })
+        };
+        match client_order_id {
+            Some(id) => self.with_client_id(id).rev().find(matches),
+            None => self.orders.iter().rev().find(matches),
+        }
+    }
+
+    /// Orders sent with this client order id, oldest first.
+    fn with_client_id<'a>(&'a self, id: &str) -> impl DoubleEndedIterator<Item = &'a Order> {
+        self.by_client_id
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.orders.get(i))
     }
 
     /// Checks and fills a MARKET order at the mark price. Returns the order as the response
@@ -263,6 +280,10 @@ impl Book {
             update_time: now,
         };
         self.next_order_id += 1;
+        self.by_client_id
+            .entry(order.client_order_id.clone())
+            .or_default()
+            .push(self.orders.len());
         self.orders.push(order.clone());
         Ok(match resp_type {
             RespType::Result => order,
@@ -285,12 +306,7 @@ impl Book {
         }
         // Like the real exchange, a repeated id is refused only while the first order is open.
         let open = |o: &&Order| matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled);
-        if self
-            .orders
-            .iter()
-            .filter(open)
-            .any(|o| o.client_order_id == id)
-        {
+        if self.with_client_id(id).any(|o| open(&o)) {
             return Err(Refusal::bad(-4116, "ClientOrderId is duplicated."));
         }
         Ok(id.to_owned())
