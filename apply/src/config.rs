@@ -65,6 +65,11 @@ pub struct Config {
     pub exchange_timeout: Duration,
     /// How long after an unknown outcome a missing order is believed to be missing.
     pub exchange_settle: Duration,
+    /// Longest time a position mode read from the exchange is used for.
+    pub mode_max_age: Duration,
+    /// How many symbols' plans are worked on at once. Plans of one symbol always go one after
+    /// another, in stream order.
+    pub concurrency: usize,
 }
 
 impl Config {
@@ -95,6 +100,8 @@ impl Config {
             info_interval: Duration::from_secs(15),
             exchange_timeout: Duration::from_secs(10),
             exchange_settle: Duration::from_secs(5),
+            mode_max_age: Duration::from_secs(30),
+            concurrency: 8,
         }
     }
 }
@@ -170,6 +177,13 @@ pub struct Args {
     /// About how many outcomes the result stream keeps.
     #[arg(long, env = "APPLY_RESULT_MAXLEN", default_value_t = 100_000)]
     result_maxlen: usize,
+    /// Longest time a position mode read from the exchange is used before it is read again.
+    #[arg(long, env = "APPLY_MODE_MAX_AGE", default_value = "30s", value_parser = parse_positive)]
+    mode_max_age: Duration,
+    /// How many symbols' plans are worked on at once; one symbol's plans go in order.
+    #[arg(long, env = "APPLY_CONCURRENCY", default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
 }
 
 impl Args {
@@ -192,6 +206,8 @@ impl Args {
         config.retry_max = self.retry_max;
         config.info_interval = self.info_interval;
         config.result_maxlen = self.result_maxlen;
+        config.mode_max_age = self.mode_max_age;
+        config.concurrency = usize::from(self.concurrency);
         config
     }
 }
@@ -220,6 +236,8 @@ mod tests {
         assert_eq!(config.dedupe_ttl, Duration::from_secs(86_400));
         assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:8043");
         assert_eq!(config.group, "apply_recon");
+        assert_eq!(config.mode_max_age, Duration::from_secs(30));
+        assert_eq!(config.concurrency, 8);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
@@ -228,5 +246,21 @@ mod tests {
         assert!(Args::try_parse_from(["reconcile-apply"]).is_err());
         let bad = ["reconcile-apply", "--max-qty", "BTCUSDT=-1"];
         assert!(Args::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn concurrency_and_mode_age_are_read_and_bounded() {
+        let args = |extra: &[&str]| {
+            let mut all = vec!["reconcile-apply", "--max-qty", "BTCUSDT=1"];
+            all.extend_from_slice(extra);
+            Args::try_parse_from(all)
+        };
+        let config = args(&["--concurrency", "3", "--mode-max-age", "5s"])
+            .unwrap()
+            .into_config();
+        assert_eq!(config.concurrency, 3);
+        assert_eq!(config.mode_max_age, Duration::from_secs(5));
+        assert!(args(&["--concurrency", "0"]).is_err());
+        assert!(args(&["--mode-max-age", "0s"]).is_err());
     }
 }

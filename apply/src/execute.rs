@@ -9,16 +9,19 @@
 use std::sync::Arc;
 
 use reconcile_exchange::{
-    host_now_ms, Client, ClientOrderId, ClosePlan, ErrorClass, ExchangeError, PositionMode,
+    code, host_now_ms, Client, ClientOrderId, ClosePlan, CloseReport, ErrorClass, ExchangeError,
+    Position, PositionMode, PositionSide,
 };
 use redis::aio::ConnectionManager;
 use redis::RedisError;
+use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::config::Config;
 use crate::dedupe::{self, IfNoOrder, Record, Step, Timing};
 use crate::invariants::{check_execution, check_plan, Approved, Exposure, Plan, Refusal};
 use crate::metrics::{Metrics, RetryCause};
+use crate::mode::ModeCache;
 use crate::outcome::{OrderFacts, Outcome, Status};
 use crate::plan::{self, Entry, Identity};
 use crate::store::{self, Finish};
@@ -59,12 +62,36 @@ struct Settled {
     claimed: bool,
 }
 
-/// What one attempt needs.
+/// The position mode an order is to be sent in, and whether it came from the cache (and may
+/// be out of date) rather than from a read made for this plan.
+#[derive(Debug, Clone, Copy)]
+struct ModeRead {
+    mode: PositionMode,
+    cached: bool,
+}
+
+/// A plan checked against the state read for it: cleared with the mode to send it in, or
+/// refused.
+enum Checked {
+    Approved(Approved, ModeRead),
+    Refused(Box<Outcome>),
+}
+
+/// What the exchange says about a symbol just before executing.
+struct ExchangeState {
+    mode: ModeRead,
+    rows: Vec<Position>,
+}
+
+/// What one attempt needs. Clones share the connections, the exchange client and the mode
+/// cache; the worker hands one to each symbol it works on at a time.
+#[derive(Clone)]
 pub(crate) struct Executor {
     pub config: Arc<Config>,
     pub redis: ConnectionManager,
     pub exchange: Arc<Client>,
     pub metrics: Arc<Metrics>,
+    pub modes: Arc<ModeCache>,
 }
 
 impl Executor {
@@ -109,30 +136,43 @@ impl Executor {
             }
         };
 
-        let record = store::dedupe_record(&mut self.redis, &plan.plan_id).await?;
+        // The dedupe record, the HOLD lease and the exchange position are all reads, issued
+        // together; nothing is written or sent before the invariants are checked against them.
+        let (redis, exchange, modes) = (&mut self.redis, &self.exchange, &self.modes);
+        let (stored, exchange_state) = tokio::join!(
+            store::plan_state(redis, &plan.plan_id, &plan.symbol),
+            read_exchange(exchange, modes, &plan.symbol),
+        );
+        let (record, hold) = stored?;
         let timing = Timing {
             settle: self.config.exchange_settle,
             lease: self.config.claim_lease,
         };
-        let mut claimed = false;
-        match dedupe::step(record.as_ref(), &self.config.consumer, now, timing) {
-            Step::Claim => {}
-            Step::Duplicate => {
-                let mut outcome = self.outcome(&plan, Status::Duplicate);
-                outcome.detail = record.map(|r| r.to_string());
-                return Ok(unclaimed(outcome));
-            }
-            Step::Settle(if_no_order) => {
-                if let Some(settled) = self.look_up(&plan).await? {
-                    return Ok(settled);
+        let (checked, claimed) =
+            match dedupe::step(record.as_ref(), &self.config.consumer, now, timing) {
+                Step::Claim => (self.check_against(plan, hold, exchange_state?), false),
+                Step::Duplicate => {
+                    let mut outcome = self.outcome(&plan, Status::Duplicate);
+                    outcome.detail = record.map(|r| r.to_string());
+                    return Ok(unclaimed(outcome));
                 }
-                claimed = self.reclaim(&plan, if_no_order).await?;
+                Step::Settle(if_no_order) => {
+                    if let Some(settled) = self.look_up(&plan).await? {
+                        return Ok(settled);
+                    }
+                    let claimed = self.reclaim(&plan, if_no_order).await?;
+                    // The state read above came before the lookup; read it again after it.
+                    (self.check_execution(plan).await?, claimed)
+                }
+            };
+        let (approved, mode) = match checked {
+            Checked::Approved(approved, mode) => (approved, mode),
+            Checked::Refused(outcome) => {
+                return Ok(Settled {
+                    outcome: *outcome,
+                    claimed,
+                })
             }
-        }
-
-        let (approved, mode) = match self.check_execution(plan).await? {
-            Ok(checked) => checked,
-            Err(outcome) => return Ok(Settled { outcome, claimed }),
         };
         if self.config.dry_run {
             return self.dry_run(&approved).await;
@@ -150,16 +190,21 @@ impl Executor {
         self.close(&approved, mode).await
     }
 
-    /// Reads the HOLD lease and the exchange position, and checks the plan against them. The
-    /// position mode read with the position is the one the order is sent in.
-    async fn check_execution(
-        &mut self,
-        plan: Plan,
-    ) -> Result<Result<(Approved, PositionMode), Outcome>, Pending> {
-        let hold = store::hold_present(&mut self.redis, &plan.symbol).await?;
-        let mode = self.exchange.position_mode().await?;
-        let rows = self.exchange.position_risk(Some(&plan.symbol)).await?;
-        let exposure = Exposure::from_rows(&plan.symbol, mode, &rows);
+    /// Reads the HOLD lease and the exchange position, and checks the plan against them.
+    async fn check_execution(&mut self, plan: Plan) -> Result<Checked, Pending> {
+        let (redis, exchange, modes) = (&mut self.redis, &self.exchange, &self.modes);
+        let (hold, state) = tokio::join!(
+            store::hold_present(redis, &plan.symbol),
+            read_exchange(exchange, modes, &plan.symbol),
+        );
+        Ok(self.check_against(plan, hold?, state?))
+    }
+
+    /// Checks the plan against the HOLD lease and the exchange state read for it. The position
+    /// mode the rows were read in is the one the order is sent in.
+    fn check_against(&self, plan: Plan, hold: bool, state: ExchangeState) -> Checked {
+        let mode = state.mode;
+        let exposure = Exposure::from_rows(&plan.symbol, mode.mode, &state.rows);
         let max_age = self.config.limits.max_age;
         debug!(plan_id = %plan.plan_id, hold, long = %exposure.long, short = %exposure.short,
             "execution state read");
@@ -170,11 +215,10 @@ impl Executor {
             outcome.qty = Some(plan.qty);
             outcome
         };
-        Ok(
-            check_execution(plan.clone(), hold, &exposure, max_age, host_now_ms())
-                .map(|approved| (approved, mode))
-                .map_err(|why| refused(&plan, why)),
-        )
+        match check_execution(plan.clone(), hold, &exposure, max_age, host_now_ms()) {
+            Ok(approved) => Checked::Approved(approved, mode),
+            Err(why) => Checked::Refused(Box::new(refused(&plan, why))),
+        }
     }
 
     /// Asks the exchange for the plan's order after an earlier claim.
@@ -233,15 +277,29 @@ impl Executor {
         Ok(unclaimed(outcome))
     }
 
-    async fn close(&mut self, approved: &Approved, mode: PositionMode) -> Result<Settled, Pending> {
+    /// Places the close under the plan's claim. An order refused for its position side in a
+    /// cached mode is nothing executed: the mode is dropped, the plan checked again against a
+    /// fresh mode and position, and sent once more.
+    async fn close(&mut self, approved: &Approved, mode: ModeRead) -> Result<Settled, Pending> {
         let plan = &approved.plan;
-        let close = ClosePlan {
-            plan_id: plan.plan_id.clone(),
-            symbol: plan.symbol.clone(),
-            side: plan.side,
-            quantity: plan.qty,
-        };
-        match self.exchange.close(&close, mode).await {
+        let mut sent = self.send_close(approved, mode.mode).await;
+        if mode.cached && refused_for_position_side(&sent) {
+            self.modes.drop_reading(Instant::now());
+            warn!(plan_id = %plan.plan_id, symbol = %plan.symbol, cached = ?mode.mode,
+                "order refused for its position side; reading the position mode again");
+            match self.check_execution(plan.clone()).await? {
+                Checked::Approved(approved, mode) => {
+                    sent = self.send_close(&approved, mode.mode).await;
+                }
+                Checked::Refused(outcome) => {
+                    return Ok(Settled {
+                        outcome: *outcome,
+                        claimed: true,
+                    })
+                }
+            }
+        }
+        match sent {
             Ok(report) => {
                 let mut outcome = self.outcome(plan, Status::of_order(report.order.status));
                 outcome.order = Some(OrderFacts::of(&report.order, report.found_by_lookup));
@@ -263,6 +321,21 @@ impl Executor {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    async fn send_close(
+        &self,
+        approved: &Approved,
+        mode: PositionMode,
+    ) -> Result<CloseReport, ExchangeError> {
+        let plan = &approved.plan;
+        let close = ClosePlan {
+            plan_id: plan.plan_id.clone(),
+            symbol: plan.symbol.clone(),
+            side: plan.side,
+            quantity: plan.qty,
+        };
+        self.exchange.close(&close, mode).await
     }
 
     /// Writes the outcome, then logs and counts it.
@@ -309,6 +382,57 @@ impl Executor {
             latency_ms: Some(host_now_ms().saturating_sub(plan.ts_ms)),
         }
     }
+}
+
+/// The account's position mode, from the cache while it is fresh, and the symbol's position
+/// rows. A mode that has to be read is read together with the rows.
+async fn read_exchange(
+    exchange: &Client,
+    modes: &ModeCache,
+    symbol: &str,
+) -> Result<ExchangeState, ExchangeError> {
+    if let Some(mode) = modes.fresh(Instant::now()) {
+        let rows = exchange.position_risk(Some(symbol)).await?;
+        if rows_fit(mode, &rows) {
+            let mode = ModeRead { mode, cached: true };
+            return Ok(ExchangeState { mode, rows });
+        }
+        // The rows name legs of the other mode: the account was switched since the reading.
+        warn!(symbol, cached = ?mode, "position rows do not fit the cached mode; reading it again");
+        modes.drop_reading(Instant::now());
+    }
+    let mode = read_mode(exchange, modes);
+    let (mode, rows) = tokio::join!(mode, exchange.position_risk(Some(symbol)));
+    let mode = ModeRead {
+        mode: mode?,
+        cached: false,
+    };
+    Ok(ExchangeState { mode, rows: rows? })
+}
+
+/// Whether the exchange refused the order because its position side does not fit the
+/// account's mode; nothing was executed then.
+fn refused_for_position_side(sent: &Result<CloseReport, ExchangeError>) -> bool {
+    matches!(sent, Err(e) if e.exchange_code() == Some(code::POSITION_SIDE_MISMATCH))
+}
+
+/// Whether position rows could have been read in `mode`: one-way mode has only `BOTH` rows,
+/// hedge mode only `LONG` and `SHORT` rows.
+fn rows_fit(mode: PositionMode, rows: &[Position]) -> bool {
+    let hedge = mode == PositionMode::Hedge;
+    rows.iter()
+        .all(|row| (row.position_side == PositionSide::Both) != hedge)
+}
+
+/// Asks the exchange for the position mode and keeps the answer in the cache.
+pub(crate) async fn read_mode(
+    exchange: &Client,
+    modes: &ModeCache,
+) -> Result<PositionMode, ExchangeError> {
+    let sent = Instant::now();
+    let mode = exchange.position_mode().await?;
+    modes.store(mode, sent);
+    Ok(mode)
 }
 
 fn unclaimed(outcome: Outcome) -> Settled {

@@ -21,6 +21,23 @@ pub async fn dedupe_record(
     Ok(value.as_deref().map(Record::parse))
 }
 
+/// The dedupe record of `plan_id` and whether the HOLD lease of `symbol` exists, read in one
+/// round trip.
+pub async fn plan_state(
+    con: &mut impl ConnectionLike,
+    plan_id: &str,
+    symbol: &str,
+) -> RedisResult<(Option<Record>, bool)> {
+    let (value, found): (Option<String>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(dedupe::key(plan_id))
+        .cmd("EXISTS")
+        .arg(hold_key(symbol))
+        .query_async(con)
+        .await?;
+    Ok((value.as_deref().map(Record::parse), found == 1))
+}
+
 /// Writes `record` for `plan_id` if it has none (`SET NX`). Returns whether it was written.
 pub async fn claim(
     con: &mut impl ConnectionLike,

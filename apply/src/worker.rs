@@ -21,9 +21,12 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::execute::Executor;
+use crate::execute::{self, Executor};
+use crate::lanes;
 use crate::metrics::Metrics;
+use crate::mode::ModeCache;
 use crate::module_info::ModuleInfo;
+use crate::plan::Entry;
 use crate::stream::{self, From};
 
 /// Extra time a blocking read's reply may take beyond its `BLOCK`, before the connection is
@@ -153,6 +156,11 @@ async fn main_task(
     if let Err(err) = exchange.sync_clock().await {
         warn!(error = %err, "exchange clock not synced; signed requests resync on demand");
     }
+    let modes = Arc::new(ModeCache::new(config.mode_max_age));
+    match execute::read_mode(&exchange, &modes).await {
+        Ok(mode) => info!(?mode, "position mode read"),
+        Err(err) => warn!(error = %err, "position mode not read; the first plan reads it"),
+    }
 
     let mut worker = Worker {
         executor: Executor {
@@ -160,6 +168,7 @@ async fn main_task(
             redis,
             exchange,
             metrics,
+            modes,
         },
         reader: None,
         shutdown: shutdown.clone(),
@@ -303,13 +312,9 @@ impl Worker {
             };
             after = last.id.clone();
             debug!(count = entries.len(), "pending plans read");
-            for entry in &entries {
-                if self.shutdown.is_triggered() {
-                    return Ok(left + 1);
-                }
-                if self.executor.handle(entry).await.is_err() {
-                    left += 1;
-                }
+            left += self.handle(entries).await;
+            if self.shutdown.is_triggered() {
+                return Ok(left);
             }
         }
     }
@@ -348,13 +353,14 @@ impl Worker {
             entries = read => entries?,
             _ = self.shutdown.wait() => return Ok(None),
         };
-        let mut left = 0;
-        for entry in &entries {
-            if self.executor.handle(entry).await.is_err() {
-                left += 1;
-            }
-        }
-        Ok(Some(left))
+        Ok(Some(self.handle(entries).await))
+    }
+
+    /// Handles the entries of one read, different symbols side by side. Returns how many were
+    /// left pending.
+    async fn handle(&mut self, entries: Vec<Entry>) -> usize {
+        let concurrency = self.executor.config.concurrency;
+        lanes::handle(&mut self.executor, entries, concurrency, &self.shutdown).await
     }
 }
 

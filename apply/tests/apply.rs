@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER};
+use common::{
+    eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER, ETH_SHORT, GROUP,
+};
 use reconcile_exchange::paper::{FaultKind, QueuedFault};
 use reconcile_exchange::ClientOrderId;
 use reconcile_tests::{quarantine_of, STREAM};
@@ -40,7 +42,11 @@ async fn verified_plan_closes_once_and_renews_the_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_invariant_failure_is_recorded_under_its_rule_and_never_sent() {
     let mut harness = Harness::start().await;
-    let worker = harness.spawn(harness.config()).await;
+    // The results are read by position, which follows the stream only when one plan is
+    // worked on at a time; with symbols side by side, the ETHUSDT plan may finish later.
+    let mut config = harness.config();
+    config.concurrency = 1;
+    let worker = harness.spawn(config).await;
 
     let old = (reconcile_exchange::host_now_ms() - 600_000).to_string();
     let good = |id: &str| plan(id, "BTCUSDT", "SELL", "0.01");
@@ -424,4 +430,58 @@ async fn apply_user_cannot_write_plans_or_sign() {
     assert_eq!(sign.code, "NOPERM", "{sign}");
     let other = apply.err(&["SET", "somewhere:else", "1"]);
     assert_eq!(other.code, "NOPERM", "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_of_one_symbol_stay_in_order_while_symbols_run_side_by_side() {
+    let mut harness = Harness::start().await;
+    harness
+        .admin
+        .ok(&["SET", "quantum:reconcile:hold:ETHUSDT", "1", "EX", "100"]);
+    // The group exists before the plans, so that the worker gets them all in one read.
+    harness
+        .admin
+        .ok(&["XGROUP", "CREATE", STREAM, GROUP, "$", "MKSTREAM"]);
+    // Each symbol's second plan fits the position only if the first has not closed yet; the
+    // third closes what the first left. Run out of order, the second would pass its check.
+    let plans = [
+        ("o:btc1", "BTCUSDT", "SELL", "0.03"),
+        ("o:eth1", "ETHUSDT", "BUY", "0.6"),
+        ("o:btc2", "BTCUSDT", "SELL", "0.03"),
+        ("o:eth2", "ETHUSDT", "BUY", "0.6"),
+        ("o:btc3", "BTCUSDT", "SELL", "0.02"),
+        ("o:eth3", "ETHUSDT", "BUY", "0.4"),
+    ];
+    for (id, symbol, side, qty) in plans {
+        harness.publish(&plan(id, symbol, side, qty));
+    }
+    let mut config = harness.config();
+    config.concurrency = 4;
+    let worker = harness.spawn(config).await;
+
+    let results = harness.wait_results(plans.len()).await;
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let seen: Vec<(String, String)> = results
+            .iter()
+            .filter(|r| r.get("symbol").as_deref() == Some(symbol))
+            .map(|r| (r.get("plan_id").unwrap(), r.get("status").unwrap()))
+            .collect();
+        let prefix = if symbol == "BTCUSDT" {
+            "o:btc"
+        } else {
+            "o:eth"
+        };
+        let expected: Vec<(String, String)> = [(1, "success"), (2, "refused"), (3, "success")]
+            .iter()
+            .map(|(n, status)| (format!("{prefix}{n}"), status.to_string()))
+            .collect();
+        assert_eq!(seen, expected, "{symbol}");
+    }
+    let second = harness.wait_result_of("o:btc2").await;
+    assert_eq!(second.get("rule").as_deref(), Some("position"));
+    assert_eq!(harness.close_orders().await.len(), 4);
+    assert_eq!(harness.position("BTCUSDT").await, BTC_LONG - dec!(0.05));
+    assert_eq!(harness.position("ETHUSDT").await, -ETH_SHORT + dec!(1.0));
+    assert_eq!(harness.pending(), 0);
+    worker.stop().await;
 }

@@ -68,6 +68,20 @@ pub struct Config {
     /// Approximate length the close and events streams are trimmed to.
     #[arg(long, env = "RECONCILE_STREAM_MAXLEN", default_value_t = 10_000)]
     pub stream_maxlen: u64,
+
+    /// Replicas that must acknowledge a plan (Redis WAIT) before it counts as replicated;
+    /// 0 skips the WAIT.
+    #[arg(long, env = "RECONCILE_MIN_REPLICAS", default_value_t = 0)]
+    pub min_replicas: u32,
+
+    /// How long the WAIT after a plan may block.
+    #[arg(
+        long,
+        env = "RECONCILE_MIN_REPLICAS_TIMEOUT",
+        default_value = "1s",
+        value_parser = duration::parse_positive
+    )]
+    pub min_replicas_timeout: Duration,
 }
 
 fn parse_symbol(text: &str) -> Result<String, String> {
@@ -100,6 +114,24 @@ mod tests {
         assert_eq!(config.hold_ttl, Duration::from_secs(900));
         assert_eq!(config.confirm_cycles, 2);
         assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:8046");
+        assert_eq!(config.min_replicas, 0);
+        assert_eq!(config.min_replicas_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn min_replicas_takes_a_count_and_a_timeout() {
+        let args = [
+            "--symbols",
+            "BTCUSDT",
+            "--min-replicas",
+            "1",
+            "--min-replicas-timeout",
+            "250ms",
+        ];
+        let config = parse(&args).unwrap();
+        assert_eq!(config.min_replicas, 1);
+        assert_eq!(config.min_replicas_timeout, Duration::from_millis(250));
+        assert!(parse(&["--symbols", "BTCUSDT", "--min-replicas", "-1"]).is_err());
     }
 
     #[test]

@@ -157,11 +157,43 @@ impl From<&Config> for Settings {
     }
 }
 
+/// How many replicas must acknowledge a plan, and how long to wait for them.
+///
+/// A plan fewer replicas acknowledged still counts as published: it is in the master's
+/// stream, the apply worker reading there executes it, and publishing it again under a new
+/// plan id could close twice. Only a failover before the replicas caught up loses it; the
+/// HOLD lease then lapses with the drift unchanged and the engine plans it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinReplicas {
+    /// 0 sends no WAIT.
+    pub count: u32,
+    pub timeout: Duration,
+}
+
+impl Default for MinReplicas {
+    fn default() -> MinReplicas {
+        MinReplicas {
+            count: 0,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl From<&Config> for MinReplicas {
+    fn from(config: &Config) -> MinReplicas {
+        MinReplicas {
+            count: config.min_replicas,
+            timeout: config.min_replicas_timeout,
+        }
+    }
+}
+
 /// The reconcile engine: its connections, settings and per-symbol memory.
 pub struct Engine {
     redis: ConnectionManager,
     exchange: Client,
     settings: Settings,
+    min_replicas: MinReplicas,
     metrics: Metrics,
     symbols: HashMap<String, SymbolState>,
 }
@@ -178,9 +210,16 @@ impl Engine {
             redis,
             exchange,
             settings,
+            min_replicas: MinReplicas::default(),
             metrics,
             symbols: HashMap::new(),
         }
+    }
+
+    /// Makes every published plan wait for `min_replicas` replica acknowledgements.
+    pub fn with_min_replicas(mut self, min_replicas: MinReplicas) -> Engine {
+        self.min_replicas = min_replicas;
+        self
     }
 
     /// Runs cycles every `interval` until `shutdown`. After a cycle in which Redis or the
@@ -458,6 +497,7 @@ impl Engine {
 
         let id = store::publish_plan(&mut self.redis, &plan.fields(), self.settings.stream_maxlen)
             .await?;
+        self.await_replicas(symbol, &id).await;
         self.state(symbol).plan = Some(PublishedPlan {
             plan_id: plan.plan_id.clone(),
             signature: plan.signature.clone(),
@@ -486,6 +526,37 @@ impl Engine {
         detail.extend(plan::snapshot_detail(plan.snapshot));
         self.event(EventKind::PlanPublished, symbol, &detail).await;
         Ok(())
+    }
+
+    /// WAITs for the configured replicas after a plan; counts and logs a shortfall. A failed
+    /// WAIT counts as a shortfall too, since nothing says the plan reached a replica.
+    async fn await_replicas(&mut self, symbol: &str, entry: &str) {
+        let MinReplicas { count, timeout } = self.min_replicas;
+        if count == 0 {
+            return;
+        }
+        let acked = match store::wait_replicas(&mut self.redis, count, timeout).await {
+            Ok(acked) => acked,
+            Err(err) => {
+                error!(symbol, entry, error = %err, "WAIT for replicas failed");
+                0
+            }
+        };
+        if acked < u64::from(count) {
+            self.metrics
+                .plans_unreplicated
+                .with_label_values(&[symbol])
+                .inc();
+            warn!(
+                symbol,
+                entry,
+                acked,
+                wanted = count,
+                "plan not acknowledged by enough replicas; a failover now would lose it"
+            );
+        } else {
+            debug!(symbol, entry, acked, "plan replicated");
+        }
     }
 
     async fn manual(&mut self, symbol: &str, snapshot: Snapshot, signature: &str) -> Outcome {

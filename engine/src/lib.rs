@@ -31,7 +31,7 @@ use reconcile_worker::{Backoff, Shutdown};
 use std::time::Duration;
 
 pub use config::Config;
-pub use engine::{CycleReport, Engine, Outcome, Settings, SkipReason};
+pub use engine::{CycleReport, Engine, MinReplicas, Outcome, Settings, SkipReason};
 pub use metrics::Metrics;
 
 /// Why the engine could not start.
@@ -65,12 +65,13 @@ pub async fn run(
     let (_, server) =
         reconcile_worker::metrics::spawn(config.metrics_addr, registry, shutdown.clone()).await?;
 
-    let redis = match reconcile_worker::redis::connect(
-        &config.redis_url,
-        ConnectOptions::default(),
-        &shutdown,
-    )
-    .await
+    // WAIT blocks for up to its timeout; the reply deadline must outlast it.
+    let mut options = ConnectOptions::default();
+    if config.min_replicas > 0 {
+        let needed = config.min_replicas_timeout + Duration::from_secs(2);
+        options.response_timeout = options.response_timeout.map(|t| t.max(needed));
+    }
+    let redis = match reconcile_worker::redis::connect(&config.redis_url, options, &shutdown).await
     {
         Ok(redis) => redis,
         Err(ConnectError::ShutDown { .. }) => return Ok(()),
@@ -87,7 +88,8 @@ pub async fn run(
         confirm_cycles = config.confirm_cycles,
         "engine started"
     );
-    let engine = Engine::new(redis, exchange, Settings::from(&config), metrics);
+    let engine = Engine::new(redis, exchange, Settings::from(&config), metrics)
+        .with_min_replicas(MinReplicas::from(&config));
     engine.run(config.interval, shutdown).await;
     // The server stops on the same shutdown; its own result does not change ours.
     let _ = server.await;

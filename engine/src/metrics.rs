@@ -11,6 +11,8 @@ pub struct Metrics {
     pub drift_seen: IntCounterVec,
     /// Close plans signed into the stream, by symbol.
     pub plans_published: IntCounterVec,
+    /// Plans fewer than `--min-replicas` replicas acknowledged within the timeout, by symbol.
+    pub plans_unreplicated: IntCounterVec,
     /// 1 while the engine holds the symbol's HOLD lease, by symbol.
     pub hold_active: IntGaugeVec,
     /// Symbols left out of a cycle, by symbol and reason.
@@ -34,6 +36,13 @@ impl Metrics {
             )?,
             plans_published: IntCounterVec::new(
                 Opts::new("reconcile_plans_published_total", "Close plans signed"),
+                &["symbol"],
+            )?,
+            plans_unreplicated: IntCounterVec::new(
+                Opts::new(
+                    "reconcile_plans_unreplicated_total",
+                    "Plans fewer replicas acknowledged than --min-replicas asks",
+                ),
                 &["symbol"],
             )?,
             hold_active: IntGaugeVec::new(
@@ -61,6 +70,7 @@ impl Metrics {
         };
         registry.register(Box::new(metrics.drift_seen.clone()))?;
         registry.register(Box::new(metrics.plans_published.clone()))?;
+        registry.register(Box::new(metrics.plans_unreplicated.clone()))?;
         registry.register(Box::new(metrics.hold_active.clone()))?;
         registry.register(Box::new(metrics.symbols_skipped.clone()))?;
         registry.register(Box::new(metrics.cycle_duration.clone()))?;
@@ -73,6 +83,7 @@ impl Metrics {
     pub fn start_at_zero(&self, symbols: &[String]) {
         for symbol in symbols {
             self.plans_published.with_label_values(&[symbol]).reset();
+            self.plans_unreplicated.with_label_values(&[symbol]).reset();
             self.hold_active.with_label_values(&[symbol]).set(0);
             for kind in [DriftKind::Excess, DriftKind::Opposite, DriftKind::Manual] {
                 self.drift_seen

@@ -129,6 +129,22 @@ pub async fn publish_plan(
     append("RECONCILE.XADDSIGNED", CLOSE_STREAM, con, fields, maxlen).await
 }
 
+/// Blocks until `replicas` replicas acknowledged every write made on this connection so far,
+/// or `timeout` passed (Redis WAIT); returns how many acknowledged.
+pub async fn wait_replicas(
+    con: &mut ConnectionManager,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<u64, StoreError> {
+    // WAIT reads 0 as "block forever"; a timeout under a millisecond must not become that.
+    let timeout_ms = timeout.as_millis().max(1);
+    Ok(redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(timeout_ms.to_string())
+        .query_async(con)
+        .await?)
+}
+
 /// Appends one event, trimmed to about `maxlen`.
 pub async fn append_event(
     con: &mut ConnectionManager,

@@ -391,6 +391,8 @@ async fn run_publishes_then_stops_on_shutdown() {
         hold_ttl: Duration::from_secs(900),
         confirm_cycles: 2,
         stream_maxlen: 1000,
+        min_replicas: 0,
+        min_replicas_timeout: Duration::from_secs(1),
     };
     let (trigger, shutdown) = Shutdown::new();
     let running = tokio::spawn(reconcile_engine::run(config, credentials(), shutdown));
