@@ -67,7 +67,14 @@ start_server() {
 rps() {
     local port=$1
     shift
-    redis-benchmark -p "$port" -n "$requests" -c "$clients" -P "$pipeline" --csv "$@" \
+    rps_n "$port" "$requests" "$@"
+}
+
+# rps_n PORT REQUESTS ARGS...: the same with its own request count.
+rps_n() {
+    local port=$1 n=$2
+    shift 2
+    redis-benchmark -p "$port" -n "$n" -c "$clients" -P "$pipeline" --csv "$@" \
         | tail -n 1 | cut -d, -f2 | tr -d '"'
 }
 
@@ -123,12 +130,15 @@ done
 # 100 pending entries (the verified history read checks every MAC).
 redis-cli -p "$guarded" XGROUP CREATE "$stream" bench 0 >/dev/null
 redis-cli -p "$guarded" XREADGROUP GROUP bench reader COUNT 100 STREAMS "$stream" '>' >/dev/null
+# Each request returns 100 entries, so a hundredth of the requests moves as many entries.
+read_requests=$((requests / 100 > 200 ? requests / 100 : 200))
 verified=()
 native=()
 for _ in $(seq "$rounds"); do
-    verified+=("$(rps "$guarded" RECONCILE.XREADVERIFIED GROUP bench reader COUNT 100 \
+    verified+=("$(rps_n "$guarded" "$read_requests" RECONCILE.XREADVERIFIED GROUP bench reader \
+        COUNT 100 STREAMS "$stream" 0)")
+    native+=("$(rps_n "$guarded" "$read_requests" XREADGROUP GROUP bench reader COUNT 100 \
         STREAMS "$stream" 0)")
-    native+=("$(rps "$guarded" XREADGROUP GROUP bench reader COUNT 100 STREAMS "$stream" 0)")
 done
 verified_rps=$(printf '%s\n' "${verified[@]}" | median)
 native_rps=$(printf '%s\n' "${native[@]}" | median)
