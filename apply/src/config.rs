@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use reconcile_exchange::TESTNET_URL;
 use reconcile_worker::duration::parse_positive;
-use reconcile_worker::redis::redact;
+use reconcile_worker::redis::{in_slot_of, redact};
 
 use crate::invariants::{Limits, MaxQty};
 
@@ -24,6 +24,22 @@ pub const HOLD_PREFIX: &str = "quantum:reconcile:hold:";
 /// The HOLD lease key of a symbol.
 pub fn hold_key(symbol: &str) -> String {
     format!("{HOLD_PREFIX}{symbol}")
+}
+
+impl Config {
+    /// Reads plans from `stream`. The result stream follows it into its cluster slot: both
+    /// are written in the transaction that finishes a plan.
+    pub fn with_stream(mut self, stream: &str) -> Config {
+        self.stream = stream.to_string();
+        self.result_stream = in_slot_of(RESULT_STREAM, stream);
+        self
+    }
+
+    /// The dedupe key of `plan_id`, in the plan stream's cluster slot when the stream has a
+    /// hash tag, and `quantum:apply:dedupe:<plan_id>` otherwise.
+    pub fn dedupe_key(&self, plan_id: &str) -> String {
+        in_slot_of(&crate::dedupe::key(plan_id), &self.stream)
+    }
 }
 
 /// Everything the worker runs with.
@@ -127,7 +143,8 @@ impl fmt::Debug for Config {
 #[derive(Debug, Parser)]
 #[command(name = "reconcile-apply", version)]
 pub struct Args {
-    /// Redis URL; an ACL user and password go in it (redis://apply:PASSWORD@host:6379).
+    /// Redis URL; an ACL user and password go in it (redis://apply:PASSWORD@host:6379). A
+    /// comma-separated list of two or more URLs names the seed nodes of a Redis Cluster.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -138,6 +155,10 @@ pub struct Args {
     /// Exchange REST base URL.
     #[arg(long, env = "EXCHANGE_URL", default_value = TESTNET_URL)]
     exchange_url: String,
+    /// The guarded stream plans are read from. In a cluster it needs a hash tag, such as
+    /// quantum:stream:{reconcile}.close; the worker's own keys then take the same tag.
+    #[arg(long, env = "APPLY_STREAM", default_value = PLAN_STREAM)]
+    stream: String,
     /// This worker's consumer name: stable across restarts, unique among workers.
     #[arg(long, env = "APPLY_CONSUMER", default_value = "apply-1")]
     consumer: String,
@@ -194,7 +215,8 @@ impl Args {
             &self.exchange_url,
             &self.consumer,
             self.max_qty,
-        );
+        )
+        .with_stream(&self.stream);
         config.metrics_addr = self.metrics_addr;
         config.dry_run = self.dry_run;
         config.limits.max_age = self.max_age;
@@ -239,6 +261,33 @@ mod tests {
         assert_eq!(config.mode_max_age, Duration::from_secs(30));
         assert_eq!(config.concurrency, 8);
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.stream, PLAN_STREAM);
+        assert_eq!(config.result_stream, RESULT_STREAM);
+        assert_eq!(config.dedupe_key("p1"), "quantum:apply:dedupe:p1");
+    }
+
+    #[test]
+    fn a_tagged_stream_draws_the_written_keys_into_its_slot() {
+        let args = [
+            "reconcile-apply",
+            "--max-qty",
+            "BTCUSDT=1",
+            "--stream",
+            "quantum:stream:{reconcile}.close",
+        ];
+        let config = Args::try_parse_from(args).unwrap().into_config();
+        assert_eq!(
+            config.result_stream,
+            "quantum:stream:apply.result:{reconcile}"
+        );
+        assert_eq!(
+            config.dedupe_key("p1"),
+            "quantum:apply:dedupe:p1:{reconcile}"
+        );
+        assert!(reconcile_worker::redis::same_slot(
+            &config.dedupe_key("p1"),
+            &config.stream
+        ));
     }
 
     #[test]

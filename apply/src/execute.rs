@@ -12,7 +12,7 @@ use reconcile_exchange::{
     code, host_now_ms, Client, ClientOrderId, ClosePlan, CloseReport, ErrorClass, ExchangeError,
     Position, PositionMode, PositionSide,
 };
-use redis::aio::ConnectionManager;
+use reconcile_worker::redis::Connection;
 use redis::RedisError;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -88,7 +88,7 @@ struct ExchangeState {
 #[derive(Clone)]
 pub(crate) struct Executor {
     pub config: Arc<Config>,
-    pub redis: ConnectionManager,
+    pub redis: Connection,
     pub exchange: Arc<Client>,
     pub metrics: Arc<Metrics>,
     pub modes: Arc<ModeCache>,
@@ -138,9 +138,10 @@ impl Executor {
 
         // The dedupe record, the HOLD lease and the exchange position are all reads, issued
         // together; nothing is written or sent before the invariants are checked against them.
+        let key = self.config.dedupe_key(&plan.plan_id);
         let (redis, exchange, modes) = (&mut self.redis, &self.exchange, &self.modes);
         let (stored, exchange_state) = tokio::join!(
-            store::plan_state(redis, &plan.plan_id, &plan.symbol),
+            store::plan_state(redis, &key, &plan.symbol),
             read_exchange(exchange, modes, &plan.symbol),
         );
         let (record, hold) = stored?;
@@ -182,8 +183,8 @@ impl Executor {
                 consumer: self.config.consumer.clone(),
                 since_ms: host_now_ms(),
             };
-            let plan_id = &approved.plan.plan_id;
-            if !store::claim(&mut self.redis, plan_id, &record, self.config.dedupe_ttl).await? {
+            let key = self.config.dedupe_key(&approved.plan.plan_id);
+            if !store::claim(&mut self.redis, &key, &record, self.config.dedupe_ttl).await? {
                 return Err(claimed_elsewhere("claimed by another attempt meanwhile"));
             }
         }
@@ -246,7 +247,8 @@ impl Executor {
                     since_ms: host_now_ms(),
                 };
                 let ttl = self.config.dedupe_ttl;
-                if store::take_over(&mut self.redis, &plan.plan_id, &stale, &record, ttl).await? {
+                let key = self.config.dedupe_key(&plan.plan_id);
+                if store::take_over(&mut self.redis, &key, &stale, &record, ttl).await? {
                     warn!(plan_id = %plan.plan_id, previous = %stale, "took over abandoned claim");
                     Ok(true)
                 } else {
@@ -352,9 +354,13 @@ impl Executor {
             result_stream: &config.result_stream,
             result_maxlen: config.result_maxlen,
             result: outcome.fields(&config.consumer, host_now_ms()),
-            done: settled
-                .claimed
-                .then(|| (plan_id, outcome.done_record(), config.dedupe_ttl)),
+            done: settled.claimed.then(|| {
+                (
+                    config.dedupe_key(plan_id),
+                    outcome.done_record(),
+                    config.dedupe_ttl,
+                )
+            }),
             renew_hold: renew.then_some((symbol, config.hold_ttl)),
         };
         let renewed = store::finish(&mut self.redis, finish).await?;

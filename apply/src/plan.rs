@@ -158,9 +158,13 @@ fn split_trailer<'a, 'b>(text: &'b Pairs<'a>) -> Result<(&'b Pairs<'a>, Trailer<
     Ok((user, Trailer { kid, signed_ms }))
 }
 
-/// Printable ASCII without spaces: the id goes into a key name and into log lines.
+/// Printable ASCII without spaces or braces: the id goes into a key name and into log lines,
+/// and a brace could give that key a cluster hash tag of its own, away from the stream's slot.
 fn valid_plan_id(id: &str) -> bool {
-    (1..=MAX_PLAN_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+    (1..=MAX_PLAN_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
 }
 
 /// Upper-case letters and digits, as exchange symbols are; it goes into the HOLD key name.
@@ -243,6 +247,8 @@ pub(crate) mod tests {
             rule_of(&with_trailer(&[("symbol", "BTCUSDT")])),
             Rule::Parse
         );
+        let braced = with_trailer(&[("plan_id", "p{x}"), ("symbol", "BTCUSDT")]);
+        assert!(decode(&braced).is_err());
         let spaced = with_trailer(&[("plan_id", "a b"), ("symbol", "BTCUSDT")]);
         assert_eq!(rule_of(&spaced), Rule::Parse);
         let lower = with_trailer(&[("plan_id", "p"), ("symbol", "btcusdt")]);

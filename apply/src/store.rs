@@ -1,5 +1,10 @@
 //! The worker's Redis state besides the plan stream: dedupe records, HOLD leases, and the
 //! final write of an outcome.
+//!
+//! Dedupe keys are passed in whole ([`crate::config::Config::dedupe_key`]): in a cluster they
+//! carry the plan stream's hash tag, so that the final transaction stays in one slot. HOLD
+//! leases keep the names the trading system reads, so they are never in a transaction with
+//! the stream, and reads of both are sent side by side rather than in one pipeline.
 
 use std::time::Duration;
 
@@ -7,46 +12,40 @@ use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
 use crate::config::hold_key;
-use crate::dedupe::{self, Record};
+use crate::dedupe::Record;
 
-/// The dedupe record of `plan_id`, if there is one.
+/// The dedupe record at `key`, if there is one.
 pub async fn dedupe_record(
     con: &mut impl ConnectionLike,
-    plan_id: &str,
+    key: &str,
 ) -> RedisResult<Option<Record>> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(dedupe::key(plan_id))
-        .query_async(con)
-        .await?;
+    let value: Option<String> = redis::cmd("GET").arg(key).query_async(con).await?;
     Ok(value.as_deref().map(Record::parse))
 }
 
-/// The dedupe record of `plan_id` and whether the HOLD lease of `symbol` exists, read in one
-/// round trip.
-pub async fn plan_state(
-    con: &mut impl ConnectionLike,
-    plan_id: &str,
+/// The dedupe record at `key` and whether the HOLD lease of `symbol` exists. The two reads go
+/// out together on the multiplexed connection: one round trip, and no cross-slot pipeline in
+/// a cluster.
+pub async fn plan_state<C: ConnectionLike + Clone>(
+    con: &mut C,
+    key: &str,
     symbol: &str,
 ) -> RedisResult<(Option<Record>, bool)> {
-    let (value, found): (Option<String>, i64) = redis::pipe()
-        .cmd("GET")
-        .arg(dedupe::key(plan_id))
-        .cmd("EXISTS")
-        .arg(hold_key(symbol))
-        .query_async(con)
-        .await?;
-    Ok((value.as_deref().map(Record::parse), found == 1))
+    let mut second = con.clone();
+    let (record, hold) = tokio::join!(dedupe_record(con, key), hold_present(&mut second, symbol));
+    Ok((record?, hold?))
 }
 
-/// Writes `record` for `plan_id` if it has none (`SET NX`). Returns whether it was written.
+/// Writes `record` at the dedupe `key` if it has none (`SET NX`). Returns whether it was
+/// written.
 pub async fn claim(
     con: &mut impl ConnectionLike,
-    plan_id: &str,
+    key: &str,
     record: &Record,
     ttl: Duration,
 ) -> RedisResult<bool> {
     let reply: Value = redis::cmd("SET")
-        .arg(dedupe::key(plan_id))
+        .arg(key)
         .arg(record.to_string())
         .arg("NX")
         .arg("EX")
@@ -56,18 +55,18 @@ pub async fn claim(
     Ok(reply != Value::Nil)
 }
 
-/// Replaces the record of `plan_id` with `record` when it still reads `stale`. Returns whether
-/// this call replaced it. Of two workers racing to take over the same claim, the one that
-/// finds its own expected value replaced goes no further.
+/// Replaces the record at the dedupe `key` with `record` when it still reads `stale`. Returns
+/// whether this call replaced it. Of two workers racing to take over the same claim, the one
+/// that finds its own expected value replaced goes no further.
 pub async fn take_over(
     con: &mut impl ConnectionLike,
-    plan_id: &str,
+    key: &str,
     stale: &str,
     record: &Record,
     ttl: Duration,
 ) -> RedisResult<bool> {
     let previous: Option<String> = redis::cmd("SET")
-        .arg(dedupe::key(plan_id))
+        .arg(key)
         .arg(record.to_string())
         .arg("XX")
         .arg("GET")
@@ -95,16 +94,23 @@ pub struct Finish<'a> {
     pub result_stream: &'a str,
     pub result_maxlen: usize,
     pub result: Vec<(&'static str, String)>,
-    /// The dedupe record to write, with its lifetime, when the plan was claimed.
-    pub done: Option<(&'a str, Record, Duration)>,
+    /// The dedupe key and record to write, with its lifetime, when the plan was claimed.
+    pub done: Option<(String, Record, Duration)>,
     /// The HOLD lease to renew, with its lifetime, after a successful close.
     pub renew_hold: Option<(&'a str, Duration)>,
 }
 
-/// Records the outcome, marks the plan done, renews the HOLD lease and acknowledges the
-/// entry, in one transaction: either the entry stays pending with nothing recorded, or all of
-/// it happened. Returns whether a HOLD lease was there to renew.
-pub async fn finish(con: &mut impl ConnectionLike, finish: Finish<'_>) -> RedisResult<bool> {
+/// Records the outcome, marks the plan done and acknowledges the entry in one transaction:
+/// either the entry stays pending with nothing recorded, or all of it happened. The HOLD
+/// lease is renewed beside it, outside the transaction: its key is the trading system's and
+/// may live in another slot, and a renewal lost to a crash leaves the lease the engine set.
+///
+/// Returns whether a HOLD lease was there to renew; a renewal that failed counts as not
+/// renewed, and only a failed transaction is an error.
+pub async fn finish<C: ConnectionLike + Clone>(
+    con: &mut C,
+    finish: Finish<'_>,
+) -> RedisResult<bool> {
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("XADD")
@@ -114,24 +120,37 @@ pub async fn finish(con: &mut impl ConnectionLike, finish: Finish<'_>) -> RedisR
         .arg(finish.result_maxlen.max(1))
         .arg("*")
         .arg(&finish.result);
-    if let Some((plan_id, record, ttl)) = &finish.done {
+    if let Some((key, record, ttl)) = &finish.done {
         pipe.cmd("SET")
-            .arg(dedupe::key(plan_id))
+            .arg(key)
             .arg(record.to_string())
             .arg("EX")
             .arg(ttl.as_secs().max(1))
             .ignore();
-    }
-    if let Some((symbol, ttl)) = finish.renew_hold {
-        pipe.cmd("EXPIRE")
-            .arg(hold_key(symbol))
-            .arg(ttl.as_secs().max(1));
     }
     pipe.cmd("XACK")
         .arg(finish.stream)
         .arg(finish.group)
         .arg(finish.entry_id)
         .ignore();
-    let replies: Vec<Value> = pipe.query_async(con).await?;
-    Ok(matches!(replies.get(1), Some(Value::Int(1))))
+    let mut second = con.clone();
+    let renew = async {
+        let (symbol, ttl) = finish.renew_hold?;
+        let renewed: RedisResult<i64> = redis::cmd("EXPIRE")
+            .arg(hold_key(symbol))
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut second)
+            .await;
+        Some(renewed)
+    };
+    let (written, renewed) = tokio::join!(pipe.query_async::<()>(con), renew);
+    written?;
+    match renewed {
+        Some(Ok(found)) => Ok(found == 1),
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "renewing the HOLD lease failed");
+            Ok(false)
+        }
+        None => Ok(false),
+    }
 }

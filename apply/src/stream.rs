@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use reconcile_worker::redis::Connection;
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
@@ -43,9 +44,10 @@ pub async fn ensure_group(
 }
 
 /// One `RECONCILE.XREADVERIFIED GROUP` read of at most `count` entries. `block` waits for new
-/// entries; `None` returns at once.
+/// entries; `None` returns at once. In a cluster the read goes straight to the node serving
+/// `stream`, whose name the cluster client would not find in a module command.
 pub async fn read(
-    con: &mut impl ConnectionLike,
+    con: &mut Connection,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -53,6 +55,27 @@ pub async fn read(
     block: Option<Duration>,
     from: From<'_>,
 ) -> RedisResult<Vec<Entry>> {
+    let cmd = read_command(stream, group, consumer, count, block, from);
+    let reply: Value = con.query_at(&cmd, stream).await?;
+    decode_read(&reply).map_err(|detail| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected verified read reply",
+            detail,
+        ))
+    })
+}
+
+/// The `RECONCILE.XREADVERIFIED GROUP` command [`read`] sends; its reply goes to
+/// [`decode_read`].
+pub fn read_command(
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+    block: Option<Duration>,
+    from: From<'_>,
+) -> redis::Cmd {
     let mut cmd = redis::cmd("RECONCILE.XREADVERIFIED");
     cmd.arg("GROUP")
         .arg(group)
@@ -68,14 +91,7 @@ pub async fn read(
         From::History(after) => after,
     };
     cmd.arg("STREAMS").arg(stream).arg(id);
-    let reply: Value = cmd.query_async(con).await?;
-    decode_read(&reply).map_err(|detail| {
-        redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "unexpected verified read reply",
-            detail,
-        ))
-    })
+    cmd
 }
 
 /// Claims the group's entries that have been pending with any consumer for at least `idle`

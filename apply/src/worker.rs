@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reconcile_exchange::{Client, ClientConfig, Credentials, ExchangeError};
-use reconcile_worker::redis::{connect, is_transient, ConnectError, ConnectOptions};
+use reconcile_worker::redis::{connect, is_transient, ConnectError, ConnectOptions, Connection};
 use reconcile_worker::{Backoff, Shutdown};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -149,6 +148,7 @@ async fn main_task(
     };
     let poller = tokio::spawn(poll_module(
         redis.clone(),
+        config.stream.clone(),
         Arc::clone(&metrics),
         config.info_interval,
         shutdown.clone(),
@@ -183,7 +183,7 @@ struct Worker {
     executor: Executor,
     /// The connection of the blocking reads, used for nothing else: a blocking command on the
     /// shared connection would hold up every other command behind it.
-    reader: Option<MultiplexedConnection>,
+    reader: Option<Connection>,
     shutdown: Shutdown,
 }
 
@@ -364,28 +364,29 @@ impl Worker {
     }
 }
 
-async fn reader_connection(config: &Config) -> Result<MultiplexedConnection, RedisError> {
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let options = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(config.block + READ_GRACE));
-    client
-        .get_multiplexed_async_connection_with_config(&options)
-        .await
+async fn reader_connection(config: &Config) -> Result<Connection, RedisError> {
+    let connect_timeout = Duration::from_secs(2);
+    reconcile_worker::redis::open(
+        &config.redis_url,
+        connect_timeout,
+        config.block + READ_GRACE,
+    )
+    .await
 }
 
-/// Reads `INFO reconcile` every `interval` into the module metrics until shutdown.
+/// Reads `INFO reconcile` every `interval` into the module metrics until shutdown. In a
+/// cluster the counters are those of the node serving `stream`.
 async fn poll_module(
-    mut redis: ConnectionManager,
+    mut redis: Connection,
+    stream: String,
     metrics: Arc<Metrics>,
     interval: Duration,
     shutdown: Shutdown,
 ) {
     loop {
-        let reading: Result<String, RedisError> = redis::cmd("INFO")
-            .arg("reconcile")
-            .query_async(&mut redis)
-            .await;
+        let mut info = redis::cmd("INFO");
+        info.arg("reconcile");
+        let reading: Result<String, RedisError> = redis.query_at(&info, &stream).await;
         match reading {
             Ok(text) => {
                 let info = ModuleInfo::parse(&text);

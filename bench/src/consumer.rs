@@ -86,8 +86,9 @@ async fn read(con: &mut MultiplexedConnection, verify: &Verify) -> anyhow::Resul
     match verify {
         Verify::Module => {
             let from = From::New;
-            let entries = stream::read(con, STREAM, GROUP, CONSUMER, BATCH, Some(BLOCK), from);
-            Ok(entries.await?)
+            let cmd = stream::read_command(STREAM, GROUP, CONSUMER, BATCH, Some(BLOCK), from);
+            let reply: Value = cmd.query_async(con).await?;
+            stream::decode_read(&reply).map_err(|detail| anyhow::anyhow!(detail))
         }
         Verify::ClientSide(ring) => {
             let reply: Value = redis::cmd("XREADGROUP")

@@ -12,9 +12,15 @@ use reconcile_worker::duration;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "reconcile-engine", version)]
 pub struct Config {
-    /// Redis, as an ACL user allowed to call RECONCILE.XADDSIGNED.
+    /// Redis, as an ACL user allowed to call RECONCILE.XADDSIGNED. A comma-separated list of
+    /// two or more URLs names the seed nodes of a Redis Cluster.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
+
+    /// The guarded stream plans are signed into. In a cluster it needs a hash tag, such as
+    /// quantum:stream:{reconcile}.close, and the apply worker must be given the same name.
+    #[arg(long, env = "RECONCILE_STREAM", default_value = crate::store::CLOSE_STREAM)]
+    pub stream: String,
 
     /// Base URL of the USD-M futures API.
     #[arg(

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reconcile_exchange::{host_now_ms, Client, Decimal, ExchangeError, PositionSide};
+use reconcile_worker::redis::Connection;
 use reconcile_worker::{Backoff, Shutdown};
-use redis::aio::ConnectionManager;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
@@ -190,7 +190,9 @@ impl From<&Config> for MinReplicas {
 
 /// The reconcile engine: its connections, settings and per-symbol memory.
 pub struct Engine {
-    redis: ConnectionManager,
+    redis: Connection,
+    /// The guarded stream plans are signed into.
+    stream: String,
     exchange: Client,
     settings: Settings,
     min_replicas: MinReplicas,
@@ -201,19 +203,27 @@ pub struct Engine {
 impl Engine {
     /// An engine over connections that are already open.
     pub fn new(
-        redis: ConnectionManager,
+        redis: Connection,
         exchange: Client,
         settings: Settings,
         metrics: Metrics,
     ) -> Engine {
         Engine {
             redis,
+            stream: store::CLOSE_STREAM.to_string(),
             exchange,
             settings,
             min_replicas: MinReplicas::default(),
             metrics,
             symbols: HashMap::new(),
         }
+    }
+
+    /// Signs plans into `stream` instead of the usual close stream. In a cluster it needs a
+    /// hash tag, which the apply worker's keys then share.
+    pub fn with_stream(mut self, stream: &str) -> Engine {
+        self.stream = stream.to_string();
+        self
     }
 
     /// Makes every published plan wait for `min_replicas` replica acknowledgements.
@@ -430,7 +440,7 @@ impl Engine {
         signature: &str,
     ) -> Result<Option<String>, StoreError> {
         if !self.state(symbol).recovered {
-            let recovered = store::last_plan(&mut self.redis, symbol).await?;
+            let recovered = store::last_plan(&mut self.redis, &self.stream, symbol).await?;
             let state = self.state(symbol);
             state.recovered = true;
             if state.plan.is_none() {
@@ -441,7 +451,9 @@ impl Engine {
             return Ok(None);
         };
 
-        if store::apply_state(&mut self.redis, &plan.plan_id).await? == ApplyState::Executing {
+        if store::apply_state(&mut self.redis, &self.stream, &plan.plan_id).await?
+            == ApplyState::Executing
+        {
             store::set_hold(&mut self.redis, symbol, self.settings.hold_ttl).await?;
             self.metrics.hold_active.with_label_values(&[symbol]).set(1);
             return Ok(Some(plan.plan_id));
@@ -495,8 +507,13 @@ impl Engine {
         self.event(EventKind::HoldSet, symbol, &[("ttl_ms", ttl_ms)])
             .await;
 
-        let id = store::publish_plan(&mut self.redis, &plan.fields(), self.settings.stream_maxlen)
-            .await?;
+        let id = store::publish_plan(
+            &mut self.redis,
+            &self.stream,
+            &plan.fields(),
+            self.settings.stream_maxlen,
+        )
+        .await?;
         self.await_replicas(symbol, &id).await;
         self.state(symbol).plan = Some(PublishedPlan {
             plan_id: plan.plan_id.clone(),
@@ -535,7 +552,8 @@ impl Engine {
         if count == 0 {
             return;
         }
-        let acked = match store::wait_replicas(&mut self.redis, count, timeout).await {
+        let acked = match store::wait_replicas(&mut self.redis, &self.stream, count, timeout).await
+        {
             Ok(acked) => acked,
             Err(err) => {
                 error!(symbol, entry, error = %err, "WAIT for replicas failed");

@@ -89,6 +89,7 @@ pub async fn run(
         "engine started"
     );
     let engine = Engine::new(redis, exchange, Settings::from(&config), metrics)
+        .with_stream(&config.stream)
         .with_min_replicas(MinReplicas::from(&config));
     engine.run(config.interval, shutdown).await;
     // The server stops on the same shutdown; its own result does not change ours.

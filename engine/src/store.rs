@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use reconcile_exchange::Decimal;
-use redis::aio::ConnectionManager;
+use reconcile_worker::redis::{in_slot_of, Connection};
 use redis::RedisError;
 
-/// The guarded stream close plans are signed into.
+/// The guarded stream close plans are signed into, unless the engine is given another.
 pub const CLOSE_STREAM: &str = "quantum:stream:reconcile.close";
 /// Where HOLD_SET, PLAN_PUBLISHED, HOLD_CLEARED and MANUAL_REQUIRED go.
 pub const EVENTS_STREAM: &str = "quantum:stream:reconcile.events";
@@ -33,6 +33,12 @@ pub fn hold_key(symbol: &str) -> String {
 /// it, then `done <status> <order_id>`.
 pub fn dedupe_key(plan_id: &str) -> String {
     format!("quantum:apply:dedupe:{plan_id}")
+}
+
+/// The dedupe key of `plan_id` as the apply worker reading `stream` names it: in a cluster it
+/// carries the stream's hash tag.
+pub fn dedupe_key_in(stream: &str, plan_id: &str) -> String {
+    in_slot_of(&dedupe_key(plan_id), stream)
 }
 
 /// Why a store call failed.
@@ -66,7 +72,7 @@ pub struct PublishedPlan {
 
 /// The ledger amount of `symbol`; `None` when the hash or the field is missing.
 pub async fn read_ledger(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
     symbol: &str,
 ) -> Result<Option<Decimal>, StoreError> {
     let text: Option<String> = redis::cmd("HGET")
@@ -87,11 +93,7 @@ pub async fn read_ledger(
 }
 
 /// Sets (or renews) the HOLD lease of `symbol` to `1` for `ttl`.
-pub async fn set_hold(
-    con: &mut ConnectionManager,
-    symbol: &str,
-    ttl: Duration,
-) -> Result<(), StoreError> {
+pub async fn set_hold(con: &mut Connection, symbol: &str, ttl: Duration) -> Result<(), StoreError> {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     redis::cmd("SET")
         .arg(hold_key(symbol))
@@ -104,7 +106,7 @@ pub async fn set_hold(
 }
 
 /// Whether the HOLD lease of `symbol` exists.
-pub async fn hold_exists(con: &mut ConnectionManager, symbol: &str) -> Result<bool, StoreError> {
+pub async fn hold_exists(con: &mut Connection, symbol: &str) -> Result<bool, StoreError> {
     Ok(redis::cmd("EXISTS")
         .arg(hold_key(symbol))
         .query_async(con)
@@ -112,7 +114,7 @@ pub async fn hold_exists(con: &mut ConnectionManager, symbol: &str) -> Result<bo
 }
 
 /// Removes the HOLD lease of `symbol`; true when there was one.
-pub async fn clear_hold(con: &mut ConnectionManager, symbol: &str) -> Result<bool, StoreError> {
+pub async fn clear_hold(con: &mut Connection, symbol: &str) -> Result<bool, StoreError> {
     let removed: u64 = redis::cmd("DEL")
         .arg(hold_key(symbol))
         .query_async(con)
@@ -120,34 +122,36 @@ pub async fn clear_hold(con: &mut ConnectionManager, symbol: &str) -> Result<boo
     Ok(removed > 0)
 }
 
-/// Signs `fields` into the close stream, trimmed to about `maxlen`; returns the entry ID.
+/// Signs `fields` into the close stream `stream`, trimmed to about `maxlen`; returns the
+/// entry ID.
 pub async fn publish_plan(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
+    stream: &str,
     fields: &[(&'static str, String)],
     maxlen: u64,
 ) -> Result<String, StoreError> {
-    append("RECONCILE.XADDSIGNED", CLOSE_STREAM, con, fields, maxlen).await
+    append("RECONCILE.XADDSIGNED", stream, con, fields, maxlen).await
 }
 
 /// Blocks until `replicas` replicas acknowledged every write made on this connection so far,
-/// or `timeout` passed (Redis WAIT); returns how many acknowledged.
+/// or `timeout` passed (Redis WAIT); returns how many acknowledged. In a cluster the WAIT
+/// goes to the master serving `stream`, the one that took the plan.
 pub async fn wait_replicas(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
+    stream: &str,
     replicas: u32,
     timeout: Duration,
 ) -> Result<u64, StoreError> {
     // WAIT reads 0 as "block forever"; a timeout under a millisecond must not become that.
     let timeout_ms = timeout.as_millis().max(1);
-    Ok(redis::cmd("WAIT")
-        .arg(replicas)
-        .arg(timeout_ms.to_string())
-        .query_async(con)
-        .await?)
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(timeout_ms.to_string());
+    Ok(con.query_at(&wait, stream).await?)
 }
 
 /// Appends one event, trimmed to about `maxlen`.
 pub async fn append_event(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
     fields: &[(&'static str, String)],
     maxlen: u64,
 ) -> Result<String, StoreError> {
@@ -159,7 +163,7 @@ pub async fn append_event(
 async fn append(
     command: &str,
     stream: &str,
-    con: &mut ConnectionManager,
+    con: &mut Connection,
     fields: &[(&'static str, String)],
     maxlen: u64,
 ) -> Result<String, StoreError> {
@@ -171,14 +175,16 @@ async fn append(
     Ok(cmd.query_async(con).await?)
 }
 
-/// What the apply worker recorded for `plan_id`. Only a record whose first word is
-/// `executing` means an order may be in flight; any other record means the worker is done.
+/// What the apply worker reading `stream` recorded for `plan_id`. Only a record whose first
+/// word is `executing` means an order may be in flight; any other record means the worker is
+/// done.
 pub async fn apply_state(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
+    stream: &str,
     plan_id: &str,
 ) -> Result<ApplyState, StoreError> {
     let record: Option<String> = redis::cmd("GET")
-        .arg(dedupe_key(plan_id))
+        .arg(dedupe_key_in(stream, plan_id))
         .query_async(con)
         .await?;
     Ok(apply_state_of(record.as_deref()))
@@ -192,14 +198,15 @@ fn apply_state_of(record: Option<&str>) -> ApplyState {
     }
 }
 
-/// The newest plan for `symbol` among the last entries of the close stream, so that a
+/// The newest plan for `symbol` among the last entries of the close stream `stream`, so that a
 /// restarted engine knows what it published before.
 pub async fn last_plan(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
+    stream: &str,
     symbol: &str,
 ) -> Result<Option<PublishedPlan>, StoreError> {
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
-        .arg(CLOSE_STREAM)
+        .arg(stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -242,6 +249,11 @@ mod tests {
         assert_eq!(
             dedupe_key("reconclose:X:s:1"),
             "quantum:apply:dedupe:reconclose:X:s:1"
+        );
+        assert_eq!(dedupe_key_in(CLOSE_STREAM, "p"), dedupe_key("p"));
+        assert_eq!(
+            dedupe_key_in("quantum:stream:{rc}.close", "p"),
+            "quantum:apply:dedupe:p:{rc}"
         );
     }
 

@@ -384,6 +384,7 @@ async fn run_publishes_then_stops_on_shutdown() {
     rig.set_ledger("0.008");
     let config = Config {
         redis_url: rig.engine_url(),
+        stream: CLOSE_STREAM.to_string(),
         exchange_url: rig.paper.base_url(),
         symbols: vec![SYMBOL.to_string()],
         interval: Duration::from_millis(50),

@@ -10,7 +10,7 @@
 //! the module API; `sign`, `read`, `stream`, `guard` and `admin` are the commands and the
 //! filter built on them.
 
-#![cfg_attr(test, allow(dead_code))]
+#![cfg_attr(any(test, fuzzing), allow(dead_code))]
 
 pub use reconcile_core::{keyring, mac};
 
@@ -109,6 +109,13 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         Ok(s) => s,
         Err(e) => return refuse(&e.to_string()),
     };
+    let in_cluster =
+        ffi::context_flags(ctx) & redis_module::raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
+    if in_cluster {
+        if let Err(e) = settings.check_cluster() {
+            return refuse(&e.to_string());
+        }
+    }
     let ring = match Keyring::load(&settings.keyring) {
         Ok(r) => r,
         Err(e) => return refuse(&format!("{} ({})", e, settings.keyring.display())),
@@ -167,8 +174,9 @@ fn deinit(ctx: &Context) -> Status {
     Status::Err
 }
 
-// Unit tests run without Redis, whose allocator and load entry point they cannot use.
-#[cfg(not(test))]
+// Unit tests and fuzz targets run without Redis, whose allocator and load entry point they
+// cannot use.
+#[cfg(not(any(test, fuzzing)))]
 redis_module::redis_module! {
     name: "reconcile",
     version: 1,

@@ -29,9 +29,14 @@ pub enum SettingsError {
     UnknownName(String),
     MissingValue(String),
     MissingKeyring,
-    BadNumber { name: &'static str, value: String },
+    BadNumber {
+        name: &'static str,
+        value: String,
+    },
     BadGuard(&'static str),
     BadSigners,
+    /// In a cluster, a guarded name whose quarantine stream would fall in another slot.
+    UntaggedInCluster(String),
 }
 
 impl fmt::Display for SettingsError {
@@ -49,6 +54,12 @@ impl fmt::Display for SettingsError {
                  {MAX_MAX_AGE_MS}, not '{value}'"
             ),
             Self::BadGuard(why) => write!(f, "load argument 'guard': {why}"),
+            Self::UntaggedInCluster(name) => write!(
+                f,
+                "load argument 'guard': in a cluster, '{name}' needs a hash tag (such as \
+                 'quantum:stream:{{reconcile}}.close') so that its ':quarantine' stream shares \
+                 its slot"
+            ),
             Self::BadSigners => {
                 write!(
                     f,
@@ -126,6 +137,18 @@ impl Settings {
         names
     }
 
+    /// In a cluster every guarded name needs a hash tag: `<name>:quarantine` then keeps the
+    /// tag, and with it the slot, so that a group read can move a refused entry aside on the
+    /// node that serves the stream.
+    pub fn check_cluster(&self) -> Result<(), SettingsError> {
+        match self.guards.iter().find(|g| hash_tag(g).is_none()) {
+            Some(untagged) => Err(SettingsError::UntaggedInCluster(crate::ffi::printable(
+                untagged,
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub fn is_guard(&self, key: &[u8]) -> bool {
         self.guards.iter().any(|g| g == key)
     }
@@ -137,6 +160,15 @@ impl Settings {
             (Some(_), None) => false,
         }
     }
+}
+
+/// The hash tag of a key name as Redis Cluster reads it: the bytes between the first `{` and
+/// the first `}` after it, when there are any.
+pub fn hash_tag(name: &[u8]) -> Option<&[u8]> {
+    let open = name.iter().position(|&b| b == b'{')?;
+    let rest = name.get(open + 1..)?;
+    let close = rest.iter().position(|&b| b == b'}')?;
+    rest.get(..close).filter(|tag| !tag.is_empty())
 }
 
 /// The quarantine stream of `key`.
@@ -230,5 +262,21 @@ mod tests {
             parse("keyring /k guard s:quarantine"),
             Err(SettingsError::BadGuard(_))
         ));
+    }
+
+    #[test]
+    fn a_cluster_needs_tagged_guards() {
+        let tagged = parse("keyring /k guard quantum:stream:{rc}.close guard s:{BTCUSDT}").unwrap();
+        assert_eq!(tagged.check_cluster(), Ok(()));
+        let mixed = parse("keyring /k guard s:{BTCUSDT} guard plain").unwrap();
+        assert_eq!(
+            mixed.check_cluster(),
+            Err(SettingsError::UntaggedInCluster("plain".into()))
+        );
+        // The default name has no tag, so a cluster must name its guards.
+        assert!(parse("keyring /k").unwrap().check_cluster().is_err());
+        assert_eq!(hash_tag(b"a{}b{c}"), None);
+        assert_eq!(hash_tag(b"x{tag}y"), Some(&b"tag"[..]));
+        assert_eq!(hash_tag(b"x{tag"), None);
     }
 }

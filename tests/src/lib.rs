@@ -12,6 +12,7 @@
 //!
 //! Layout:
 //! - [`server`]: starting, restarting and stopping servers, and loads expected to fail;
+//! - [`cluster`]: a Redis Cluster of such servers on loopback;
 //! - [`fixture`]: the common setup of one key, its keyring and a guarded server;
 //! - [`keyring`]: keyring files, good and deliberately bad;
 //! - [`client`]: a thin client that keeps server errors as data;
@@ -24,6 +25,7 @@
 
 pub mod canonical;
 pub mod client;
+pub mod cluster;
 pub mod fixture;
 pub mod forge;
 pub mod keyring;

@@ -63,6 +63,7 @@ pub struct ServerOptions {
     persist_rdb: bool,
     appendonly: bool,
     replica_of: Option<u16>,
+    cluster: bool,
     config: Vec<(String, Vec<String>)>,
 }
 
@@ -75,6 +76,7 @@ impl ServerOptions {
             persist_rdb: false,
             appendonly: false,
             replica_of: None,
+            cluster: false,
             config: Vec::new(),
         }
     }
@@ -122,6 +124,13 @@ impl ServerOptions {
     /// Makes the server a replica of `master`.
     pub fn replica_of(mut self, master: &RedisServer) -> ServerOptions {
         self.replica_of = Some(master.port());
+        self
+    }
+
+    /// Runs as a Redis Cluster node, with its cluster bus on a free port of its own (the
+    /// default, port + 10000, may not exist for a high port).
+    pub fn cluster_node(mut self) -> ServerOptions {
+        self.cluster = true;
         self
     }
 
@@ -253,6 +262,12 @@ impl ServerOptions {
         }
         if let Some(master) = self.replica_of {
             lines.push(format!("replicaof 127.0.0.1 {master}"));
+        }
+        if self.cluster {
+            lines.push("cluster-enabled yes".to_string());
+            lines.push(format!("cluster-config-file nodes-{port}.conf"));
+            lines.push(format!("cluster-port {}", free_port()));
+            lines.push("cluster-node-timeout 2000".to_string());
         }
         if let Some(args) = &self.module_args {
             let path = module_path();
