@@ -57,7 +57,7 @@ impl From<ExchangeError> for Pending {
 
 /// A final outcome, and whether this attempt holds the plan's dedupe claim (so that the
 /// record is turned to done with it).
-struct Settled {
+pub(crate) struct Settled {
     outcome: Outcome,
     claimed: bool,
 }
@@ -95,22 +95,22 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
-    /// Takes one entry as far as it can go. `Ok` means the entry was acknowledged with its
-    /// outcome recorded; `Err` means it stays pending and is tried again later.
-    pub async fn handle(&mut self, entry: &Entry) -> Result<Status, Pending> {
-        let settled = self.settle(entry).await;
-        let settled = match settled {
-            Ok(settled) => settled,
-            Err(pending) => {
-                warn!(entry_id = %entry.id, cause = pending.cause.label(), error = %pending.detail,
-                    "plan left pending");
-                self.metrics.retry(pending.cause);
-                return Err(pending);
-            }
-        };
+    /// Takes one entry as far as it can go, the order included, without writing its outcome:
+    /// [`Executor::conclude`] does that. `Err` leaves the entry pending, to be tried again.
+    pub async fn decide(&mut self, entry: &Entry) -> Result<Settled, Pending> {
+        self.settle(entry).await.inspect_err(|pending| {
+            warn!(entry_id = %entry.id, cause = pending.cause.label(), error = %pending.detail,
+                "plan left pending");
+            self.metrics.retry(pending.cause);
+        })
+    }
+
+    /// Records the outcome [`Executor::decide`] reached and acknowledges the entry. `Err`
+    /// leaves the entry pending.
+    pub async fn conclude(&mut self, settled: Settled) -> Result<Status, Pending> {
         let status = settled.outcome.status;
         if let Err(err) = self.record(&settled).await {
-            error!(entry_id = %entry.id, error = %err, "recording outcome failed");
+            error!(entry_id = %settled.outcome.entry_id, error = %err, "recording outcome failed");
             self.metrics.retry(RetryCause::Redis);
             return Err(err.into());
         }

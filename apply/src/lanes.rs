@@ -4,12 +4,17 @@
 //! position check must see the effect of the close before it. Plans of different symbols touch
 //! different positions and HOLD leases, so up to `concurrency` symbols are worked on at once.
 //! Every plan is still recorded and acknowledged on its own, when its outcome is known.
+//!
+//! Within a lane, recording a plan's outcome overlaps with the next plan: the close is done
+//! once its order is answered, and the next plan's checks read the exchange, not the record.
+//! Records still land one at a time and in stream order, and a plan whose record has not
+//! landed when the worker dies is pending with its claim, as after any crash before the write.
 
 use std::sync::Arc;
 
 use reconcile_worker::Shutdown;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::error;
 
 use crate::execute::Executor;
@@ -84,15 +89,47 @@ pub(crate) async fn handle(
 /// position as it then is.
 async fn run_lane(executor: &mut Executor, lane: Vec<Entry>, shutdown: &Shutdown) -> usize {
     let mut left = 0;
+    // The record of the previous plan, written while this one is worked on, with its plan id.
+    let mut recording: Option<(Option<String>, JoinHandle<bool>)> = None;
     for (started, entry) in lane.iter().enumerate() {
         if shutdown.is_triggered() {
-            return left + lane.len() - started;
+            left += lane.len() - started;
+            break;
         }
-        if executor.handle(entry).await.is_err() {
+        // A second entry of the same plan waits for the first one's record, so that it reads
+        // the plan as done rather than as claimed by an attempt still in flight.
+        let plan_id = Identity::of(entry).plan_id;
+        if recording.as_ref().is_some_and(|(id, _)| *id == plan_id) {
+            if let Some((_, previous)) = recording.take() {
+                left += usize::from(!recorded(previous).await);
+            }
+        }
+        let Ok(settled) = executor.decide(entry).await else {
             left += 1;
+            continue;
+        };
+        if let Some((_, previous)) = recording.take() {
+            left += usize::from(!recorded(previous).await);
         }
+        let mut recorder = executor.clone();
+        let task = tokio::spawn(async move { recorder.conclude(settled).await.is_ok() });
+        recording = Some((plan_id, task));
+    }
+    if let Some((_, previous)) = recording.take() {
+        left += usize::from(!recorded(previous).await);
     }
     left
+}
+
+/// Whether a record task wrote its outcome; a task that failed leaves its entry pending.
+async fn recorded(task: JoinHandle<bool>) -> bool {
+    match task.await {
+        Ok(written) => written,
+        Err(err) => {
+            error!(error = %err, "record task failed");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
