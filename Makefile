@@ -8,6 +8,8 @@
 #   make bench   measure the module against plain Redis and write BENCHMARKS.md
 #                (BENCH_SHORT=1: a quick smoke run that writes nothing)
 #   make lint    rustfmt check and clippy with warnings as errors
+#   make fuzz    run every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 300);
+#                needs the nightly toolchain, installs cargo-fuzz when missing
 #   make clean   remove build output
 #
 # bindgen finds Debian's libclang through LIBCLANG_PATH in .cargo/config.toml, so plain cargo
@@ -18,7 +20,10 @@ CARGO ?= cargo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test test-alerts demo bench lint clean
+# Seconds each fuzz target runs under `make fuzz`.
+FUZZ_SECONDS ?= 300
+
+.PHONY: deps build test test-alerts demo bench lint fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -43,6 +48,7 @@ demo: deps
 	scripts/demo.sh
 
 bench: deps
+	@scripts/deps.sh valgrind
 	$(CARGO) build --release --workspace --jobs $(JOBS)
 	scripts/bench.sh
 
@@ -50,6 +56,16 @@ bench: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --jobs $(JOBS) -- -D warnings
+
+# Not part of `make test`: fuzzing needs nightly and runs for as long as it is given. The
+# corpus grows in fuzz/corpus/<target> and a failing input lands in fuzz/artifacts/<target>.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for target in $$($(CARGO) +nightly fuzz list); do \
+		echo "fuzzing $$target for $(FUZZ_SECONDS)s"; \
+		$(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -126,6 +126,53 @@ for cmd in GET SET; do
     cmd_rps[$cmd,without]=$(printf '%s\n' "${without[@]}" | median)
 done
 
+# 2b. The same cost in instructions: redis-server under callgrind, one client with pipeline 16
+# so that every read carries the same batch, --hz 1 so that the timer adds next to nothing.
+# Two runs of different lengths per case; their difference divided by the extra requests is
+# the server's instructions per request, start-up and shutdown cancelled out. Instruction
+# counts leave out the kernel's share of each request, so the ratio understates the
+# throughput ratio slightly; unlike throughput, it does not move with the machine's load.
+callgrind_total() {
+    local with=$1 n=$2
+    shift 2
+    local dir="$workdir/callgrind-$with-$n-$1"
+    mkdir -p "$dir"
+    local p load=()
+    p=$(free_port)
+    [[ "$with" == with ]] && load=(--loadmodule "$module" keyring "$workdir/keyring" guard "$stream")
+    valgrind --tool=callgrind --callgrind-out-file="$dir/out" "$redis_server" --port "$p" \
+        --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no --hz 1 \
+        --logfile "$dir/redis.log" "${load[@]}" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do
+        redis-cli -p "$p" PING >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    redis-benchmark -p "$p" -n "$n" -c 1 -P "$pipeline" -q "$@" >/dev/null
+    redis-cli -p "$p" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    wait "$pid" || true
+    awk '/^(summary|totals):/ {print $2; exit}' "$dir/out"
+}
+declare -A instr
+if command -v valgrind >/dev/null; then
+    if [[ "$short" == 1 ]]; then short_n=500 long_n=1500; else short_n=5000 long_n=25000; fi
+    for cmd in GET SET; do
+        args=("$cmd" bench:key)
+        [[ "$cmd" == SET ]] && args+=(value)
+        for with in with without; do
+            first=$(callgrind_total "$with" "$short_n" "${args[@]}")
+            second=$(callgrind_total "$with" "$long_n" "${args[@]}")
+            instr[$cmd,$with]=$(((second - first) / (long_n - short_n)))
+        done
+    done
+else
+    echo "bench: valgrind is not installed; the instruction counts are left out" >&2
+    for key in GET,with GET,without SET,with SET,without; do instr[$key]=n/a; done
+fi
+instr_ratio() {
+    if [[ "$1" == n/a ]]; then echo n/a; else ratio "$2" "$1"; fi
+}
+
 # 3. Reading 100 entries: a group's history read, verified against native, over the same
 # 100 pending entries (the verified history read checks every MAC).
 redis-cli -p "$guarded" XGROUP CREATE "$stream" bench 0 >/dev/null
@@ -176,6 +223,8 @@ table=$(
 | RECONCILE.XREADVERIFIED vs XREADGROUP, COUNT 100 (entries/s) | $entries_verified | $entries_native | $(ratio "$verified_rps" "$native_rps") | >= 0.80 |
 | GET with the module vs without (req/s) | ${cmd_rps[GET,with]} | ${cmd_rps[GET,without]} | $(ratio "${cmd_rps[GET,with]}" "${cmd_rps[GET,without]}") | >= 0.98 |
 | SET with the module vs without (req/s) | ${cmd_rps[SET,with]} | ${cmd_rps[SET,without]} | $(ratio "${cmd_rps[SET,with]}" "${cmd_rps[SET,without]}") | >= 0.98 |
+| GET with the module vs without (server instructions per request, callgrind; ratio is without/with) | ${instr[GET,with]} | ${instr[GET,without]} | $(instr_ratio "${instr[GET,with]}" "${instr[GET,without]}") | >= 0.98 |
+| SET with the module vs without (server instructions per request, callgrind; ratio is without/with) | ${instr[SET,with]} | ${instr[SET,without]} | $(instr_ratio "${instr[SET,with]}" "${instr[SET,without]}") | >= 0.98 |
 | MAC of one plan ($(mac_value encoded_bytes) bytes encoded) vs HMAC-SHA256 in one piece (ns) | $(mac_value sign_ns) | $(mac_value hmac_one_piece_ns) | $(ratio "$(mac_value hmac_one_piece_ns)" "$(mac_value sign_ns)") | |
 | HMAC-SHA256 in one piece vs bare SHA-256 of the same bytes (ns) | $(mac_value hmac_one_piece_ns) | $(mac_value sha256_floor_ns) | $(ratio "$(mac_value sha256_floor_ns)" "$(mac_value hmac_one_piece_ns)") | |
 $(plan_row "Plan to order p50, $(plan_value plans) plans one at a time: apply worker on the module vs client-signing consumer (ms)" plan_to_order_p50_ms baseline_plan_to_order_p50_ms "<= 1 ms")

@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh            what the build, the tests and the demo need
 #   scripts/deps.sh promtool   that, and promtool for the alert rule tests
+#   scripts/deps.sh valgrind   that, and valgrind for the benchmark's instruction counts
 #
 # Prints nothing and touches nothing when everything is present, so `make` can call it on
 # every run. Needs root (or sudo) only when something must be installed.
@@ -22,8 +23,9 @@ command -v curl >/dev/null || packages+=(curl)
 for extra in "$@"; do
     case "$extra" in
     promtool) command -v promtool >/dev/null || packages+=(prometheus) ;;
+    valgrind) command -v valgrind >/dev/null || packages+=(valgrind) ;;
     *)
-        echo "deps: unknown extra '$extra' (known: promtool)" >&2
+        echo "deps: unknown extra '$extra' (known: promtool, valgrind)" >&2
         exit 2
         ;;
     esac

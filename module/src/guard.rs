@@ -142,6 +142,10 @@ fn is_own_command(name: &[u8]) -> bool {
 /// Whether a command without a guarded key argument is refused all the same.
 /// `arg(i)` gives argument `i`; it is called only for MODULE, off the hot path.
 pub fn refused_without_key<'a>(name: &[u8], arg: impl Fn(c_int) -> &'a [u8]) -> bool {
+    // Every name below is six to eight letters long; most commands are turned away here.
+    if !(6..=8).contains(&name.len()) {
+        return false;
+    }
     if one_of(name, &WHOLE_DB) {
         return true;
     }
@@ -165,21 +169,46 @@ fn filter_ctx() -> *mut RedisModuleCtx {
     *FILTER_CTX.lock().unwrap_or_else(|e| e.into_inner()) as *mut RedisModuleCtx
 }
 
-fn arg(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> &'static [u8] {
-    bytes(api!(RedisModule_CommandFilterArgGet(fctx, pos) or ptr::null_mut()))
-}
-
 extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let argc = api!(RedisModule_CommandFilterArgsCount(fctx) or 0);
+    // This runs before every command of every client, so the API pointers are read once per
+    // call rather than once per argument. Load refuses a server that lacks any of them.
+    // SAFETY: plain reads of pointers Redis set at load and never writes again.
+    let pointers = unsafe {
+        (
+            raw::RedisModule_CommandFilterArgsCount,
+            raw::RedisModule_CommandFilterArgGet,
+            raw::RedisModule_StringPtrLen,
+        )
+    };
+    let (Some(count), Some(get), Some(ptr_len)) = pointers else {
+        return;
+    };
+    let arg = |pos: c_int| -> &'static [u8] {
+        // SAFETY: `fctx` is the live filter context; `pos` is below its argument count.
+        let s = unsafe { get(fctx, pos) };
+        if s.is_null() {
+            return &[];
+        }
+        let mut len: usize = 0;
+        // SAFETY: `s` is an argument string of this command, alive for the filter call.
+        let p = unsafe { ptr_len(s, &mut len) };
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: Redis returned a pointer to `len` initialised bytes owned by `s`.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+    };
+    // SAFETY: `fctx` is the live filter context.
+    let argc = unsafe { count(fctx) };
     if argc < 1 {
         return;
     }
-    let name = arg(fctx, 0);
+    let name = arg(0);
     // The module's own commands write only through the module; skip the argument scan.
     if is_own_command(name) {
         return;
     }
-    let verdict = if refused_without_key(name, |i| arg(fctx, i)) {
+    let verdict = if refused_without_key(name, arg) {
         let key: &[u8] = if name.eq_ignore_ascii_case(b"module") {
             b"reconcile"
         } else {
@@ -190,7 +219,7 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         let protected = state::protected_names();
         let mut hits: Vec<(usize, &[u8])> = Vec::new();
         for i in 1..argc {
-            let a = arg(fctx, i);
+            let a = arg(i);
             if let Some(p) = protected.iter().find(|p| p.as_slice() == a) {
                 hits.push((i as usize, p.as_slice()));
             }
