@@ -16,7 +16,7 @@ use reconcile_exchange::paper::{self, PaperConfig, RunningPaper};
 use reconcile_exchange::{
     Client, ClientConfig, ClientOrderId, Credentials, Decimal, MarketOrder, PositionMode, Side,
 };
-use reconcile_tests::{Guarded, Key, RedisServer, ServerOptions};
+use reconcile_tests::{users, Guarded, Key, RedisServer, ServerOptions};
 use reconcile_worker::{Shutdown, ShutdownTrigger};
 use zeroize::Zeroizing;
 
@@ -64,35 +64,7 @@ impl Store {
         let fixture = Guarded::start();
         let password = random_hex()?;
         let mut admin = fixture.client();
-        let rights = [
-            "ACL",
-            "SETUSER",
-            APPLY_USER,
-            "on",
-            &format!(">{password}"),
-            "resetkeys",
-            "~quantum:stream:reconcile.close",
-            "~quantum:stream:apply.result",
-            "~quantum:apply:dedupe:*",
-            "~quantum:reconcile:hold:*",
-            "resetchannels",
-            "-@all",
-            "+reconcile.xreadverified",
-            "+xack",
-            "+xautoclaim",
-            "+xgroup|create",
-            "+xpending",
-            "+xadd",
-            "+get",
-            "+set",
-            "+exists",
-            "+expire",
-            "+multi",
-            "+exec",
-            "+info",
-            "+ping",
-        ];
-        admin.ok(&rights);
+        users::set_user(&mut admin, APPLY_USER, &users::apply_rules(&password));
         let url = format!(
             "redis://{APPLY_USER}:{password}@127.0.0.1:{}/",
             fixture.server.port()

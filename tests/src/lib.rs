@@ -21,7 +21,8 @@
 //! - [`forge`]: the forged entries an attacker with write access could plant;
 //! - [`plant`]: writing those entries through a server that has no module;
 //! - [`monitor`]: capturing MONITOR output over a raw socket;
-//! - [`seed`]: seeds for the randomized tests.
+//! - [`seed`]: seeds for the randomized tests;
+//! - [`users`]: the engine and apply ACL users the worker tests run as.
 
 pub mod canonical;
 pub mod client;
@@ -34,6 +35,7 @@ pub mod plant;
 pub mod reply;
 pub mod seed;
 pub mod server;
+pub mod users;
 
 pub use client::{Client, ReplyError};
 pub use fixture::Guarded;

@@ -16,7 +16,7 @@ use reconcile_exchange::{
 };
 use reconcile_tests::fixture::Forged;
 use reconcile_tests::reply::Entry;
-use reconcile_tests::{Client as RedisClient, Guarded, STREAM};
+use reconcile_tests::{users, Client as RedisClient, Guarded, STREAM};
 use reconcile_worker::{Shutdown, ShutdownTrigger};
 use rust_decimal::dec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,46 +97,8 @@ impl Harness {
 
     async fn with_fixture(fixture: Guarded, planted: usize) -> Harness {
         let mut admin = fixture.client();
-        admin.ok(&[
-            "ACL",
-            "SETUSER",
-            "engine",
-            "on",
-            ">pw-engine",
-            "~*",
-            "&*",
-            "+@all",
-        ]);
-        admin.ok(&[
-            "ACL",
-            "SETUSER",
-            "apply",
-            "on",
-            ">pw-apply",
-            "resetkeys",
-            "~quantum:stream:reconcile.close",
-            "~quantum:stream:apply.result",
-            "~quantum:apply:dedupe:*",
-            "~quantum:reconcile:hold:*",
-            "resetchannels",
-            "-@all",
-            "+reconcile.xreadverified",
-            "+xack",
-            "+xautoclaim",
-            "+xgroup|create",
-            "+xpending",
-            "+xadd",
-            "+get",
-            "+set",
-            "+exists",
-            "+expire",
-            "+multi",
-            "+exec",
-            "+info",
-            "+ping",
-        ]);
-        let mut engine = fixture.client();
-        engine.ok(&["AUTH", "engine", "pw-engine"]);
+        users::create_users(&mut admin);
+        let engine = users::engine_client(fixture.server.port());
 
         let paper = paper::start(PaperConfig::new(credentials())).await.unwrap();
         let mut config = ClientConfig::new(paper.base_url());
@@ -158,10 +120,7 @@ impl Harness {
 
     /// The worker's configuration: the `apply` ACL user, short delays, metrics on a free port.
     pub fn config(&self) -> Config {
-        let url = format!(
-            "redis://apply:pw-apply@127.0.0.1:{}/",
-            self.fixture.server.port()
-        );
+        let url = users::url("apply", users::APPLY_PASSWORD, self.fixture.server.port());
         let max_qty = "BTCUSDT=0.5,ETHUSDT=10".parse().unwrap();
         let mut config = Config::new(&url, &self.paper.base_url(), CONSUMER, max_qty);
         config.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
