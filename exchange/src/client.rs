@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -11,6 +11,7 @@ use tracing::debug;
 
 use crate::client_order_id::ClientOrderId;
 use crate::clock::{host_now_ms, ClockOffset};
+use crate::cooldown::Cooldown;
 use crate::credentials::Credentials;
 use crate::error::{classify, code, Effect, ExchangeError};
 use crate::exchange_info;
@@ -154,6 +155,7 @@ pub struct Client {
     pub(crate) unknown_outcome_settle: Duration,
     credentials: Credentials,
     clock: ClockOffset,
+    cooldown: Cooldown,
     filters: RwLock<HashMap<String, SymbolFilters>>,
 }
 
@@ -190,6 +192,7 @@ impl Client {
             unknown_outcome_settle: config.unknown_outcome_settle,
             credentials,
             clock: ClockOffset::default(),
+            cooldown: Cooldown::default(),
             filters: RwLock::new(HashMap::new()),
         })
     }
@@ -213,6 +216,13 @@ impl Client {
     /// The offset last learned by [`Client::sync_clock`].
     pub fn clock_offset_ms(&self) -> i64 {
         self.clock.get()
+    }
+
+    /// How long the client still holds every request back because the exchange answered
+    /// with `Retry-After`; `None` when requests may go. Calls made meanwhile fail with
+    /// [`ExchangeError::HoldingOff`] without reaching the exchange.
+    pub fn holding_off(&self) -> Option<Duration> {
+        self.cooldown.remaining(Instant::now())
     }
 
     /// Fetches exchange information and replaces the filter cache. Returns the number of
@@ -376,6 +386,10 @@ impl Client {
         effect: Effect,
         client_order_id: Option<&str>,
     ) -> Result<Vec<u8>, ExchangeError> {
+        if let Some(remaining) = self.cooldown.remaining(Instant::now()) {
+            debug!(%method, path, remaining_ms = remaining.as_millis() as u64, "held back");
+            return Err(ExchangeError::HoldingOff { remaining });
+        }
         let mut query = encode(params);
         let mut request = match auth {
             Auth::Public => self.http.request(method.clone(), self.url(path, &query)),
@@ -416,6 +430,15 @@ impl Client {
             return Ok(body.to_vec());
         }
 
+        if let Some(wait) = retry_after {
+            tracing::warn!(
+                path,
+                status = status.as_u16(),
+                retry_after_ms = wait.as_millis() as u64,
+                "exchange asked for a pause; holding every request back"
+            );
+            self.cooldown.hold(Instant::now(), wait);
+        }
         let (code, msg) = match serde_json::from_slice::<ApiError>(&body) {
             Ok(err) => (Some(err.code), err.msg),
             Err(_) => (None, status_text(status)),

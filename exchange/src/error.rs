@@ -68,6 +68,12 @@ pub enum ExchangeError {
         retry_after: Option<Duration>,
     },
 
+    /// Nothing was sent: the exchange asked for a pause (`Retry-After` on an earlier answer,
+    /// usually a 429 or 418) and `remaining` of it is left. Every request of the client waits
+    /// it out, since the exchange counts them all against the same limit.
+    #[error("holding requests back for another {remaining:?}, as the exchange asked")]
+    HoldingOff { remaining: Duration },
+
     /// An order request was sent and no definite answer came back: timeout, dropped
     /// connection, HTTP 5xx, -1006 or -1007.
     #[error("outcome of order {client_order_id} is unknown: {detail}")]
@@ -100,13 +106,22 @@ impl ExchangeError {
     /// The class that tells the caller whether it may resend.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Retryable { .. } => ErrorClass::Retryable,
+            Self::Retryable { .. } | Self::HoldingOff { .. } => ErrorClass::Retryable,
             Self::UnknownOutcome { .. } => ErrorClass::UnknownOutcome,
             Self::Rejected { .. }
             | Self::Quantity(_)
             | Self::UnknownSymbol(_)
             | Self::Decode { .. }
             | Self::Config(_) => ErrorClass::Definitive,
+        }
+    }
+
+    /// How long the exchange asked the client to wait before its next request, when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Retryable { retry_after, .. } => *retry_after,
+            Self::HoldingOff { remaining } => Some(*remaining),
+            _ => None,
         }
     }
 

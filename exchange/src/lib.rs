@@ -28,6 +28,8 @@
 //!   of that id answered "no such order"; after a send whose outcome is unknown, only a lookup
 //!   made once [`ClientConfig::unknown_outcome_settle`] has passed counts. So a plan executes
 //!   at most once as far as the exchange's own lookup can tell.
+//! - After an answer with `Retry-After` (the exchange's 429 and 418), no request of the client
+//!   reaches the exchange until that pause has passed.
 //! - Secrets print as `REDACTED` and are wiped on drop.
 
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ mod client;
 mod client_order_id;
 mod clock;
 mod close;
+mod cooldown;
 mod credentials;
 mod error;
 mod exchange_info;

@@ -314,11 +314,81 @@ async fn rate_limit_is_retryable_and_sends_nothing() {
     let id = ClientOrderId::for_plan("busy");
     assert_eq!(orders_sent(&paper, id.as_str()).await, 0);
 
+    // Once the pause the exchange asked for has passed, the close goes through.
+    tokio::time::sleep(client.holding_off().unwrap_or_default()).await;
     let report = client
         .close(&plan("busy"), PositionMode::OneWay)
         .await
         .unwrap();
     assert_eq!(report.submits, 1);
+}
+
+/// Requests of any kind that reached the paper exchange so far.
+async fn requests_seen(paper: &RunningPaper) -> usize {
+    paper.control().requests().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn nothing_is_sent_before_retry_after_has_passed() {
+    for status in [429, 418] {
+        let paper = start(false).await;
+        let client = client(&paper);
+        let limited = FaultKind::RateLimited {
+            status,
+            retry_after_s: 1,
+        };
+        inject(&paper, vec![QueuedFault::on_any(limited)]).await;
+
+        let err = client.position_risk(None).await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(1)), "{err}");
+        let limited_at = Instant::now();
+        let seen = requests_seen(&paper).await;
+
+        // Every call, whatever its endpoint, is held back without a request.
+        let held = client.close(&plan("held"), PositionMode::OneWay).await;
+        let held = held.unwrap_err();
+        assert!(matches!(held, ExchangeError::HoldingOff { .. }), "{held}");
+        assert_eq!(held.class(), ErrorClass::Retryable);
+        assert!(client.server_time().await.is_err());
+        assert_eq!(requests_seen(&paper).await, seen, "status {status}");
+        let remaining = client.holding_off().expect("still holding off");
+        assert!(remaining <= Duration::from_secs(1));
+
+        tokio::time::sleep(remaining).await;
+        assert!(limited_at.elapsed() >= Duration::from_secs(1));
+        assert_eq!(client.holding_off(), None);
+        client.position_risk(None).await.unwrap();
+        assert_eq!(requests_seen(&paper).await, seen + 1, "status {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_standing_fault_answers_every_request_until_cleared() {
+    let paper = start(false).await;
+    let client = client(&paper);
+    let down = Faults {
+        always: Some(FaultKind::Http503),
+        ..Faults::default()
+    };
+    paper.control().set_faults(&down).await.unwrap();
+    for _ in 0..3 {
+        let err = client.position_risk(None).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+        assert!(client.server_time().await.is_err());
+    }
+    paper
+        .control()
+        .set_faults(&Faults::default())
+        .await
+        .unwrap();
+    client.position_risk(None).await.unwrap();
+
+    let log = paper.control().requests().await.unwrap();
+    let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 503, 503, 503, 503, 503, 200]);
+    assert!(log.iter().all(|r| r.arrived_ms <= r.answered_ms));
+    assert_eq!(log[0].code, Some(-1001));
+    assert_eq!(log[0].fault, Some(FaultKind::Http503));
 }
 
 #[tokio::test]
@@ -363,8 +433,9 @@ async fn failed_reads_are_retryable_not_unknown() {
     for kind in [
         FaultKind::Http503,
         FaultKind::Timeout1007,
-        FaultKind::RateLimit429,
         FaultKind::DropAfterApply,
+        // Last: its Retry-After holds back every request after it.
+        FaultKind::RateLimit429,
     ] {
         inject(&paper, vec![QueuedFault::on_any(kind)]).await;
         let err = client.position_risk(None).await.unwrap_err();
@@ -436,12 +507,21 @@ async fn skewed_clock_is_learned_after_a_timestamp_refusal() {
     }
 }
 
+/// A rate limit whose `Retry-After: 0` lets the next call go at once, so that the grid below
+/// checks what was executed, not how long the client waits.
+fn limited(status: u16) -> FaultKind {
+    FaultKind::RateLimited {
+        status,
+        retry_after_s: 0,
+    }
+}
+
 #[tokio::test]
 async fn never_executed_twice_across_every_fault() {
     let every: Vec<FaultKind> = APPLIED
         .into_iter()
         .chain(NOT_APPLIED)
-        .chain([FaultKind::RateLimit429, FaultKind::Delay { ms: 0 }])
+        .chain([limited(429), limited(418), FaultKind::Delay { ms: 0 }])
         .chain([FaultKind::MarginInsufficient2019])
         .collect();
     let paper = start(false).await;

@@ -10,13 +10,12 @@ use reconcile_exchange::{
     PositionMode, Side,
 };
 use reconcile_tests::client::Reply;
-use reconcile_tests::{Client as RedisClient, ServerOptions, STREAM};
+use reconcile_tests::{Client as RedisClient, STREAM};
 use rust_decimal::dec;
 
 pub const KEY: &str = "reliability-key";
 pub const SECRET: &str = "reliability-secret-0123456789abcdef";
-pub const ENGINE_PASSWORD: &str = "pw-engine";
-pub const APPLY_PASSWORD: &str = "pw-apply";
+pub use reconcile_tests::users::{engine_client, with_users, APPLY_PASSWORD, ENGINE_PASSWORD};
 pub const GROUP: &str = "apply_recon";
 pub const RESULT_STREAM: &str = "quantum:stream:apply.result";
 
@@ -29,54 +28,9 @@ pub fn credentials() -> Credentials {
     Credentials::new(KEY, SECRET).expect("test credentials")
 }
 
-/// The engine user: may sign, and WAIT for replicas.
-const ENGINE_RULES: &[&str] = &["on", ">pw-engine", "~*", "&*", "+@all"];
-
-/// The worker's least-privilege user.
-const APPLY_RULES: &[&str] = &[
-    "on",
-    ">pw-apply",
-    "resetkeys",
-    "~quantum:stream:reconcile.close",
-    "~quantum:stream:apply.result",
-    "~quantum:apply:dedupe:*",
-    "~quantum:reconcile:hold:*",
-    "resetchannels",
-    "-@all",
-    "+reconcile.xreadverified",
-    "+xack",
-    "+xautoclaim",
-    "+xgroup|create",
-    "+xpending",
-    "+xadd",
-    "+get",
-    "+set",
-    "+exists",
-    "+expire",
-    "+multi",
-    "+exec",
-    "+info",
-    "+ping",
-];
-
-/// `options` with the engine and apply users in its config file, so that they come back with
-/// every restart (users made with ACL SETUSER live only in memory and are not replicated).
-pub fn with_users(options: ServerOptions) -> ServerOptions {
-    let user = |name: &'static str, rules: &[&'static str]| -> Vec<&'static str> {
-        std::iter::once(name).chain(rules.iter().copied()).collect()
-    };
-    options
-        .config("user", &user("engine", ENGINE_RULES))
-        .config("user", &user("apply", APPLY_RULES))
-}
-
 /// Creates both users on a running server with ACL SETUSER, and sets the HOLD leases.
 pub fn create_users(admin: &mut RedisClient) {
-    for (name, rules) in [("engine", ENGINE_RULES), ("apply", APPLY_RULES)] {
-        let mut args = vec!["ACL", "SETUSER", name];
-        args.extend(rules);
-        admin.ok(&args);
-    }
+    reconcile_tests::users::create_users(admin);
     set_holds(admin);
 }
 
@@ -86,13 +40,6 @@ pub fn set_holds(admin: &mut RedisClient) {
         let hold = format!("quantum:reconcile:hold:{symbol}");
         admin.ok(&["SET", &hold, "1", "EX", "3600"]);
     }
-}
-
-/// A connection as the signing user.
-pub fn engine_client(port: u16) -> RedisClient {
-    let mut client = RedisClient::connect(port);
-    client.ok(&["AUTH", "engine", ENGINE_PASSWORD]);
-    client
 }
 
 /// The paper exchange with a long BTCUSDT and a short ETHUSDT position, and a client of it.

@@ -254,7 +254,7 @@ async fn min_replicas_with_a_replica_attached_counts_the_plan_replicated() {
     let mut con = reconcile_worker::redis::connect(&url, ConnectOptions::default(), &shutdown)
         .await
         .unwrap();
-    let acked = store::wait_replicas(&mut con, 1, Duration::from_secs(1))
+    let acked = store::wait_replicas(&mut con, STREAM, 1, Duration::from_secs(1))
         .await
         .unwrap();
     assert_eq!(acked, 1, "WAIT 1 with one replica attached");

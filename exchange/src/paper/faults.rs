@@ -18,6 +18,9 @@ pub enum FaultKind {
     Timeout1007AfterApply,
     /// Answer 429 with -1003 and `Retry-After` without executing.
     RateLimit429,
+    /// Answer `status` (418 for an address ban, any other value answers 429) with -1003 and
+    /// `Retry-After: retry_after_s`, without executing.
+    RateLimited { status: u16, retry_after_s: u64 },
     /// Answer 400 with -2019 (margin is insufficient) without executing.
     MarginInsufficient2019,
     /// Execute, then break the connection instead of answering.
@@ -108,13 +111,21 @@ pub struct Faults {
     pub clock_skew_ms: i64,
     /// One-shot faults, each consumed by the first request it matches.
     pub queue: Vec<QueuedFault>,
+    /// A fault every API request meets while it is set, unless a queued fault matched it
+    /// first: `http503` for an exchange that is down, `rate_limited` for one that keeps
+    /// refusing a client over its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub always: Option<FaultKind>,
 }
 
 impl Faults {
-    /// Removes and returns the first queued fault that matches the request.
+    /// The fault a request meets: the first queued one that matches it, which is removed,
+    /// or else the standing one.
     pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<QueuedFault> {
-        let index = self.queue.iter().position(|f| f.matches(method, path))?;
-        Some(self.queue.remove(index))
+        match self.queue.iter().position(|f| f.matches(method, path)) {
+            Some(index) => Some(self.queue.remove(index)),
+            None => self.always.map(QueuedFault::on_any),
+        }
     }
 }
 
@@ -135,6 +146,32 @@ mod tests {
     }
 
     #[test]
+    fn a_standing_fault_meets_every_request_after_the_queued_ones() {
+        let mut faults = Faults {
+            queue: vec![QueuedFault::on_place_order(FaultKind::Http503AfterApply)],
+            always: Some(FaultKind::Http503),
+            ..Faults::default()
+        };
+        let kind = |faults: &mut Faults, method, path| faults.take(method, path).map(|f| f.kind);
+        assert_eq!(
+            kind(&mut faults, "POST", "/fapi/v1/order"),
+            Some(FaultKind::Http503AfterApply)
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                kind(&mut faults, "POST", "/fapi/v1/order"),
+                Some(FaultKind::Http503)
+            );
+            assert_eq!(
+                kind(&mut faults, "GET", "/fapi/v1/time"),
+                Some(FaultKind::Http503)
+            );
+        }
+        faults.always = None;
+        assert_eq!(kind(&mut faults, "GET", "/fapi/v1/time"), None);
+    }
+
+    #[test]
     fn json_shape_is_flat() {
         let text = r#"{"queue":[{"kind":"delay","ms":5,"path":"/fapi/v1/time"}]}"#;
         let faults: Faults = serde_json::from_str(text).unwrap();
@@ -145,5 +182,14 @@ mod tests {
         let faults: Faults = serde_json::from_str(text).unwrap();
         let hidden = QueuedFault::on_any(FaultKind::Timeout1007AfterApply).hidden_for(800);
         assert_eq!(faults.queue, [hidden]);
+
+        let text = r#"{"always":{"kind":"rate_limited","status":418,"retry_after_s":30}}"#;
+        let faults: Faults = serde_json::from_str(text).unwrap();
+        let ban = FaultKind::RateLimited {
+            status: 418,
+            retry_after_s: 30,
+        };
+        assert_eq!(faults.always, Some(ban));
+        assert!(faults.queue.is_empty());
     }
 }

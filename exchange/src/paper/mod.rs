@@ -5,7 +5,7 @@
 //! (also `v3`), `GET /fapi/v1/positionSide/dual`, `POST /fapi/v1/order` (MARKET only, filled at
 //! once at the mark price), `GET /fapi/v1/order`, `GET /fapi/v1/allOrders`. Control, loopback
 //! peers only: `POST /paper/faults` replaces the [`Faults`], `GET /paper/state` returns a
-//! [`PaperState`].
+//! [`PaperState`], `GET /paper/requests` the log of API requests as [`RequestRecord`]s.
 
 mod book;
 mod faults;
@@ -18,6 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -89,6 +90,27 @@ pub struct PaperState {
     /// Every order placed, oldest first.
     pub orders: Vec<Order>,
     pub faults: Faults,
+}
+
+/// One API request as the paper exchange saw it, for tests that check when and how often a
+/// client called. Times are the host clock in Unix milliseconds, not the skewed server clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// When the request arrived, before any injected latency.
+    pub arrived_ms: i64,
+    /// When its answer was ready to go out.
+    pub answered_ms: i64,
+    pub method: String,
+    pub path: String,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// The exchange error code of the answer, if it was an error.
+    pub code: Option<i64>,
+    /// The answer's `Retry-After`, in seconds.
+    pub retry_after_s: Option<u64>,
+    /// The injected fault the request met, if any.
+    pub fault: Option<FaultKind>,
 }
 
 /// Serves on `listener` until the task is dropped.
@@ -196,9 +218,18 @@ impl PaperControl {
 
     /// Everything the exchange holds.
     pub async fn state(&self) -> Result<PaperState, ExchangeError> {
+        self.get("/paper/state").await
+    }
+
+    /// The API requests served so far (the newest 100 000), oldest first.
+    pub async fn requests(&self) -> Result<Vec<RequestRecord>, ExchangeError> {
+        self.get("/paper/requests").await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, endpoint: &'static str) -> Result<T, ExchangeError> {
         let response = self
             .http
-            .get(format!("{}/paper/state", self.base_url))
+            .get(format!("{}{endpoint}", self.base_url))
             .send()
             .await
             .map_err(|e| control_error(e.to_string()))?;
@@ -207,7 +238,7 @@ impl PaperControl {
             .await
             .map_err(|e| control_error(e.to_string()))?;
         serde_json::from_slice(&body).map_err(|e| ExchangeError::Decode {
-            endpoint: "/paper/state",
+            endpoint,
             detail: e.to_string(),
         })
     }

@@ -1,7 +1,7 @@
 //! HTTP shell of the paper exchange: routing, authentication, fault injection and the
 //! exchange's JSON shapes. The account rules live in `book.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use super::book::{Book, Refusal};
 use super::faults::{FaultKind, Faults};
-use super::PaperState;
+use super::{PaperState, RequestRecord};
 use crate::clock::host_now_ms;
 use crate::credentials::Credentials;
 use crate::model::{ApiError, DualSidePosition, Order, Position, ServerTime};
@@ -32,7 +32,12 @@ pub(crate) struct App {
 struct Inner {
     book: Book,
     faults: Faults,
+    /// The newest API requests, oldest first.
+    requests: VecDeque<RequestRecord>,
 }
+
+/// How many requests the log keeps; older ones are dropped first.
+const REQUEST_LOG: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
@@ -70,6 +75,7 @@ impl App {
         let inner = Inner {
             book,
             faults: Faults::default(),
+            requests: VecDeque::new(),
         };
         Self {
             credentials,
@@ -81,6 +87,14 @@ impl App {
         // A panic cannot leave the book half-updated: `Book::place` checks everything before
         // it writes, so a poisoned lock still guards consistent data.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self, record: RequestRecord) {
+        let mut inner = self.lock();
+        if inner.requests.len() == REQUEST_LOG {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(record);
     }
 
     fn now(&self) -> i64 {
@@ -283,6 +297,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/paper/faults", post(set_faults))
         .route("/paper/state", get(state))
+        .route("/paper/requests", get(requests))
         .fallback(api)
         .with_state(app)
 }
@@ -294,10 +309,39 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path();
-    let Some(endpoint) = Endpoint::route(&method, path) else {
+    let arrived_ms = host_now_ms();
+    let Some(endpoint) = Endpoint::route(&method, uri.path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let (response, code, fault) = answer(&app, endpoint, &method, &uri, headers, body).await;
+    let retry_after_s = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    app.log(RequestRecord {
+        arrived_ms,
+        answered_ms: host_now_ms(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        status: response.status().as_u16(),
+        code,
+        retry_after_s,
+        fault,
+    });
+    response
+}
+
+/// The answer to one API request, with the error code it carries and the fault it met.
+async fn answer(
+    app: &App,
+    endpoint: Endpoint,
+    method: &Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response, Option<i64>, Option<FaultKind>) {
+    let path = uri.path();
     let latency = app.lock().faults.latency_ms;
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -308,7 +352,7 @@ async fn api(
     let fault = fault.map(|f| f.kind);
     if let Some(kind) = fault.filter(|k| !k.applies_first()) {
         debug!(path, ?kind, "injected fault instead of answer");
-        return fault_response(kind);
+        return (fault_response(kind), fault_code(kind), fault);
     }
 
     let req = ApiRequest {
@@ -316,19 +360,34 @@ async fn api(
         body: String::from_utf8_lossy(&body).into_owned(),
         headers,
     };
-    let answer = app
-        .execute(endpoint, &req, hidden_ms)
-        .unwrap_or_else(refusal);
+    let (answer, code) = match app.execute(endpoint, &req, hidden_ms) {
+        Ok(answer) => (answer, None),
+        Err(r) => {
+            let code = Some(r.code);
+            (refusal(r), code)
+        }
+    };
     match fault {
         Some(FaultKind::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            answer
+            (answer, code, fault)
         }
         Some(kind) => {
             debug!(path, ?kind, "injected fault after executing");
-            fault_response(kind)
+            (fault_response(kind), fault_code(kind), fault)
         }
-        None => answer,
+        None => (answer, code, None),
+    }
+}
+
+/// The exchange error code of a fault's answer, when it has one.
+fn fault_code(kind: FaultKind) -> Option<i64> {
+    match kind {
+        FaultKind::Http503 | FaultKind::Http503AfterApply => Some(-1001),
+        FaultKind::Timeout1007 | FaultKind::Timeout1007AfterApply => Some(-1007),
+        FaultKind::RateLimit429 | FaultKind::RateLimited { .. } => Some(-1003),
+        FaultKind::MarginInsufficient2019 => Some(-2019),
+        FaultKind::Delay { .. } | FaultKind::DropAfterApply => None,
     }
 }
 
@@ -346,14 +405,11 @@ fn fault_response(kind: FaultKind) -> Response {
         FaultKind::MarginInsufficient2019 => {
             error_response(StatusCode::BAD_REQUEST, -2019, "Margin is insufficient.")
         }
-        FaultKind::RateLimit429 => {
-            let msg = "Too many requests; current limit is 2400 requests per minute.";
-            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, -1003, msg);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        FaultKind::RateLimit429 => rate_limited(429, 1),
+        FaultKind::RateLimited {
+            status,
+            retry_after_s,
+        } => rate_limited(status, retry_after_s),
         FaultKind::DropAfterApply => {
             // The body fails before its first byte, so the server closes the connection
             // and the client never sees a complete answer.
@@ -367,6 +423,22 @@ fn fault_response(kind: FaultKind) -> Response {
         }
         FaultKind::Delay { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// A 429 (or, for `status` 418, an address ban) with -1003 and `Retry-After`.
+fn rate_limited(status: u16, retry_after_s: u64) -> Response {
+    let mut response = if status == 418 {
+        let msg = "Way too many requests; IP banned for now. Please use the websocket for live \
+                   updates to avoid bans.";
+        error_response(StatusCode::IM_A_TEAPOT, -1003, msg)
+    } else {
+        let msg = "Too many requests; current limit is 2400 requests per minute.";
+        error_response(StatusCode::TOO_MANY_REQUESTS, -1003, msg)
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    response
 }
 
 fn ok<T: Serialize>(body: &T) -> Response {
@@ -427,6 +499,21 @@ async fn state(
         );
     }
     ok(&app.state())
+}
+
+async fn requests(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            -1002,
+            "Control path is loopback only.",
+        );
+    }
+    let log: Vec<RequestRecord> = app.lock().requests.iter().cloned().collect();
+    ok(&log)
 }
 
 /// An order with the fields the exchange adds around the ones the client reads.
