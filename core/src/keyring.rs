@@ -10,6 +10,12 @@ use std::path::Path;
 
 use crate::mac::{fingerprint, MacKey};
 
+// Beside this file rather than under `keyring/`: the repository ignores every path named
+// `keyring`, so that no keyring file is ever committed.
+#[cfg(any(test, fuzzing))]
+#[path = "keyring_properties.rs"]
+pub mod properties;
+
 /// The shortest key accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 /// The longest key id accepted, in characters.

@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::keyring::Keyring;
 
+#[cfg(any(test, fuzzing))]
+pub mod properties;
+
 /// Bumped whenever the encoding changes, so old and new MACs can never be confused.
 const DOMAIN_TAG: &[u8] = b"reconcile-guard/v1";
 const FINGERPRINT_TAG: &[u8] = b"reconcile-guard/fingerprint/v1";
@@ -72,15 +75,11 @@ fn put(buf: &mut Vec<u8>, item: &[u8]) {
     buf.extend_from_slice(item);
 }
 
-fn encode(
-    key: &MacKey,
-    kid: &[u8],
-    stream: &[u8],
-    signed_ms: &[u8],
-    fields: &[&[u8]],
-) -> Hmac<Sha256> {
-    // Laid out in one buffer and hashed in one call: many small updates cost a quarter more
-    // than the hashing itself for a plan-sized entry.
+/// The bytes the MAC covers, in the order the module documents: each of the domain tag, `kid`,
+/// `stream` and `signed_ms` length-prefixed, then the number of field/value pairs, then each
+/// field and value length-prefixed. Every item carries its length, so the bytes determine the
+/// items: two different entries never share an encoding.
+pub fn canonical_message(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> Vec<u8> {
     let items = [DOMAIN_TAG, kid, stream, signed_ms]
         .into_iter()
         .chain(fields.iter().copied());
@@ -95,6 +94,19 @@ fn encode(
     if fields.is_empty() {
         buf.extend_from_slice(&0u64.to_be_bytes());
     }
+    buf
+}
+
+fn encode(
+    key: &MacKey,
+    kid: &[u8],
+    stream: &[u8],
+    signed_ms: &[u8],
+    fields: &[&[u8]],
+) -> Hmac<Sha256> {
+    // Laid out in one buffer and hashed in one call: many small updates cost a quarter more
+    // than the hashing itself for a plan-sized entry.
+    let buf = canonical_message(kid, stream, signed_ms, fields);
     let mut mac = key.start();
     mac.update(&buf);
     mac
@@ -218,6 +230,10 @@ pub fn check_entry(
 /// Parses the canonical decimal form written by the module: digits only, no leading zero.
 fn parse_ms(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 20 || (text.len() > 1 && text[0] == b'0') {
+        return None;
+    }
+    // `u64::from_str` also takes a leading `+`, which the module never writes.
+    if !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(text).ok()?.parse().ok()
@@ -360,6 +376,15 @@ mod tests {
 
         let odd: Vec<Vec<u8>> = good[..7].to_vec();
         assert_eq!(check(&ring, &odd, None), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn signed_ms_with_a_plus_sign_is_malformed_even_when_signed() {
+        // A key holder's MAC over "+1000" once verified, because the decimal parser took the
+        // sign; the module writes digits only, so anything else is not its layout.
+        let ring = ring();
+        let items = signed_entry(&ring, &[b"side", b"SELL"], b"+1000");
+        assert_eq!(check(&ring, &items, None), Err(Rejection::Malformed));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+#[cfg(any(test, fuzzing))]
+pub mod properties;
+
 /// An error reply, code first (`ERR ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply(pub String);
@@ -150,7 +153,10 @@ pub fn parse_xadd(args: &[&[u8]]) -> Result<XaddArgs, ErrorReply> {
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"limit") && more > 0 {
             let count = args.get(i + 1).copied().unwrap_or_default();
-            parse_u64(count).ok_or(ErrorReply::new("ERR The LIMIT argument must be >= 0."))?;
+            let count = parse_integer(count).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
+            if count < 0 {
+                return Err(ErrorReply::new("ERR The LIMIT argument must be >= 0."));
+            }
             limit_given = true;
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"nomkstream") {
@@ -187,12 +193,7 @@ pub fn parse_xadd(args: &[&[u8]]) -> Result<XaddArgs, ErrorReply> {
 }
 
 fn parse_maxlen(text: &[u8]) -> Result<u64, ErrorReply> {
-    let n: i64 = std::str::from_utf8(text)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ErrorReply::new(
-            "ERR value is not an integer or out of range",
-        ))?;
+    let n = parse_integer(text).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
     u64::try_from(n).map_err(|_| ErrorReply::new("ERR The MAXLEN argument must be >= 0."))
 }
 
@@ -211,7 +212,21 @@ fn parse_new_id(text: &[u8]) -> Result<StreamId, ErrorReply> {
     Ok(id)
 }
 
-fn parse_u64(text: &[u8]) -> Option<u64> {
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
+/// Reads an integer argument as Redis does: `0`, or an optional `-` and digits without a
+/// leading zero, within i64. `i64::from_str` alone would also take `+5`, `05` and `-0`, which
+/// the native commands refuse.
+fn parse_integer(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let written_as_redis_writes = match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !written_as_redis_writes {
+        return None;
+    }
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
@@ -259,12 +274,7 @@ pub fn parse_xread(args: &[&[u8]]) -> Result<XreadArgs, ErrorReply> {
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"count") && more > 0 {
             let text = args.get(i + 1).copied().unwrap_or_default();
-            let n: i64 = std::str::from_utf8(text)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(ErrorReply::new(
-                    "ERR value is not an integer or out of range",
-                ))?;
+            let n = parse_integer(text).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
             count = u64::try_from(n).ok().filter(|&n| n > 0);
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"group") && more >= 2 {
@@ -314,12 +324,9 @@ pub fn parse_xread(args: &[&[u8]]) -> Result<XreadArgs, ErrorReply> {
 }
 
 fn parse_timeout(text: &[u8]) -> Result<u64, ErrorReply> {
-    let n: i64 = std::str::from_utf8(text)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ErrorReply::new(
-            "ERR timeout is not an integer or out of range",
-        ))?;
+    let n = parse_integer(text).ok_or(ErrorReply::new(
+        "ERR timeout is not an integer or out of range",
+    ))?;
     u64::try_from(n).map_err(|_| ErrorReply::new("ERR timeout is negative"))
 }
 
@@ -396,6 +403,23 @@ mod tests {
         assert!(err("X k 0-0 f v").contains("greater than 0-0"));
         assert!(err("X k 5-* f v").contains("partial"));
         assert!(err("X k bogus f v").contains("Invalid stream ID"));
+    }
+
+    #[test]
+    fn numbers_redis_refuses_are_refused() {
+        // `i64::from_str` took these, so MAXLEN +5 or COUNT 010 passed where XADD and XREAD
+        // answer that the value is not an integer.
+        let err = |line: &str| parse_xadd(&words(line)).unwrap_err().0;
+        for number in ["+5", "05", "-0", "00"] {
+            let line = format!("X k MAXLEN {number} * f v");
+            assert!(err(&line).contains("not an integer"), "{line}");
+        }
+        assert!(err("X k MAXLEN ~ 5 LIMIT +1 * f v").contains("not an integer"));
+        assert!(err("X k MAXLEN ~ 5 LIMIT -1 * f v").contains(">= 0"));
+        let err = |line| parse_xread(&words(line)).unwrap_err().0;
+        assert!(err("R COUNT +2 STREAMS s 0").contains("not an integer"));
+        assert!(err("R BLOCK 010 STREAMS s 0").contains("timeout is not an integer"));
+        assert!(parse_xread(&words("R COUNT -3 BLOCK 0 STREAMS s 0")).is_ok());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+#[cfg(any(test, fuzzing))]
+pub mod properties;
+
 /// The stream guarded when the load line names none.
 pub const DEFAULT_GUARD: &[u8] = b"quantum:stream:reconcile.close";
 /// Suffix of the stream that keeps refused entries of a guarded stream.

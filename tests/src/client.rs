@@ -110,6 +110,27 @@ impl Client {
         }
     }
 
+    /// Sends `args` without reading the reply, so that the connection can wait in a blocking
+    /// command while others run; [`Client::receive`] reads the reply later.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        let mut cmd = redis::Cmd::new();
+        for arg in args {
+            cmd.arg(arg.as_ref());
+        }
+        self.con
+            .send_packed_command(&cmd.get_packed_command())
+            .unwrap_or_else(|err| panic!("sending {}: {err}", describe(args)));
+    }
+
+    /// The reply to the oldest command sent with [`Client::send`] and not yet received.
+    pub fn receive(&mut self) -> Reply {
+        match self.con.recv_response() {
+            Ok(Value::ServerError(err)) => Err(ReplyError::from_server(&err)),
+            Ok(value) => Ok(value),
+            Err(err) => Err(ReplyError::from_redis(err)),
+        }
+    }
+
     /// Sends `args` and panics unless the server answers without an error.
     pub fn ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
         self.call(args)

@@ -21,6 +21,7 @@
 //! - [`forge`]: the forged entries an attacker with write access could plant;
 //! - [`plant`]: writing those entries through a server that has no module;
 //! - [`monitor`]: capturing MONITOR output over a raw socket;
+//! - [`random_calls`]: the random command lines the randomized tests send;
 //! - [`seed`]: seeds for the randomized tests;
 //! - [`users`]: the engine and apply ACL users the worker tests run as.
 
@@ -32,6 +33,7 @@ pub mod forge;
 pub mod keyring;
 pub mod monitor;
 pub mod plant;
+pub mod random_calls;
 pub mod reply;
 pub mod seed;
 pub mod server;

@@ -6,118 +6,13 @@
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
+use reconcile_tests::random_calls::data_write;
 use reconcile_tests::seed::fuzz_seed;
 use reconcile_tests::{quarantine_of, Client, Guarded, STREAM};
 
 const CALLS: usize = 3000;
 const TIME_BUDGET: Duration = Duration::from_secs(25);
-
-/// Data commands that can write, plus a few readers; nothing that blocks, changes the
-/// connection's mode or touches the server's configuration.
-const COMMANDS: [&str; 44] = [
-    "XADD",
-    "XDEL",
-    "XTRIM",
-    "XSETID",
-    "XGROUP",
-    "XACK",
-    "XCLAIM",
-    "XAUTOCLAIM",
-    "DEL",
-    "UNLINK",
-    "EXPIRE",
-    "PEXPIRE",
-    "EXPIREAT",
-    "PERSIST",
-    "RENAME",
-    "RENAMENX",
-    "COPY",
-    "MOVE",
-    "RESTORE",
-    "SORT",
-    "SET",
-    "MSET",
-    "GETDEL",
-    "GETEX",
-    "APPEND",
-    "SUNIONSTORE",
-    "ZUNIONSTORE",
-    "ZRANGESTORE",
-    "BITOP",
-    "LMOVE",
-    "RPOPLPUSH",
-    "SMOVE",
-    "GEOSEARCHSTORE",
-    "GEORADIUS",
-    "FLUSHDB",
-    "FLUSHALL",
-    "SWAPDB",
-    "HSET",
-    "LPUSH",
-    "SADD",
-    "ZADD",
-    "SETRANGE",
-    "TOUCH",
-    "OBJECT",
-];
-
-const WORDS: [&str; 24] = [
-    "*",
-    "MAXLEN",
-    "MINID",
-    "~",
-    "=",
-    "0",
-    "1",
-    "-1",
-    "REPLACE",
-    "DB",
-    "STORE",
-    "KEYS",
-    "LEFT",
-    "RIGHT",
-    "CREATE",
-    "DESTROY",
-    "SETID",
-    "g",
-    "AND",
-    "FROMLONLAT",
-    "BYRADIUS",
-    "km",
-    "ASYNC",
-    "99999999999999-0",
-];
-
-fn token(rng: &mut StdRng, names: &[String]) -> String {
-    match rng.random_range(0..10) {
-        0..=3 => names[rng.random_range(0..names.len())].clone(),
-        4..=7 => WORDS[rng.random_range(0..WORDS.len())].to_string(),
-        8 => rng.random_range(0..100_000u32).to_string(),
-        _ => String::new(),
-    }
-}
-
-fn random_call(rng: &mut StdRng, names: &[String]) -> Vec<String> {
-    let command = COMMANDS[rng.random_range(0..COMMANDS.len())];
-    let command = if rng.random_bool(0.2) {
-        command.to_lowercase()
-    } else {
-        command.into()
-    };
-    let mut call = vec![command];
-    for _ in 0..rng.random_range(0..7) {
-        call.push(token(rng, names));
-    }
-    if rng.random_bool(0.25) {
-        // The same command from inside a script, with no key declared.
-        let mut scripted = vec!["EVAL".to_string(), "return redis.call(unpack(ARGV))".into()];
-        scripted.push("0".into());
-        scripted.extend(call);
-        return scripted;
-    }
-    call
-}
 
 /// What no command but the module's may change: the entries, the last ID, the type, the TTL.
 fn fingerprint(client: &mut Client, key: &str) -> String {
@@ -169,7 +64,7 @@ fn random_writes_never_change_the_guarded_stream() {
         replenish(&mut client, &["XADD", "scratch", "*", "qty", "1"]);
         replenish(&mut client, &["RPUSH", "numbers", "1"]);
 
-        let call = random_call(&mut rng, &names);
+        let call = data_write(&mut rng, &names);
         if let Err(err) = client.call(&call) {
             assert!(
                 err.code != "IO",

@@ -6,205 +6,13 @@
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
+use reconcile_tests::random_calls::module_call;
 use reconcile_tests::seed::fuzz_seed;
-use reconcile_tests::{quarantine_of, Guarded, STREAM};
+use reconcile_tests::{Guarded, STREAM};
 
 const CALLS: usize = 8000;
 const TIME_BUDGET: Duration = Duration::from_secs(25);
-
-const COMMANDS: [&str; 4] = [
-    "RECONCILE.XADDSIGNED",
-    "RECONCILE.XREADVERIFIED",
-    "RECONCILE.VERIFY",
-    "RECONCILE.KEYRING",
-];
-
-const KEYWORDS: [&str; 26] = [
-    "GROUP",
-    "COUNT",
-    "BLOCK",
-    "NOACK",
-    "STREAMS",
-    "NOMKSTREAM",
-    "MAXLEN",
-    "MINID",
-    "LIMIT",
-    "=",
-    "~",
-    "*",
-    ">",
-    "$",
-    "-",
-    "+",
-    "RELOAD",
-    "LIST",
-    "kid",
-    "signed_ms",
-    "hmac",
-    "g",
-    "c1",
-    "qty",
-    "numbers",
-    "other",
-];
-
-const NUMBERS: [&str; 16] = [
-    "0",
-    "1",
-    "2",
-    "-1",
-    "100",
-    "0-0",
-    "0-1",
-    "1-1",
-    "5-",
-    "-5",
-    "1-x",
-    "1.5",
-    "9223372036854775807",
-    "-9223372036854775808",
-    "18446744073709551615",
-    "18446744073709551615-18446744073709551615",
-];
-
-/// Values that keep a BLOCK short: a random timeout could park the connection for hours.
-const SHORT_BLOCKS: [&str; 5] = ["1", "2", "-1", "x", ""];
-
-fn random_token(rng: &mut StdRng) -> Vec<u8> {
-    let quarantine = quarantine_of(STREAM);
-    match rng.random_range(0..10) {
-        0..=3 => {
-            let word = KEYWORDS[rng.random_range(0..KEYWORDS.len())];
-            let word = if rng.random_bool(0.2) {
-                word.to_lowercase()
-            } else {
-                word.to_string()
-            };
-            word.into_bytes()
-        }
-        4 | 5 => NUMBERS[rng.random_range(0..NUMBERS.len())]
-            .as_bytes()
-            .to_vec(),
-        6 => {
-            let keys = [STREAM, quarantine.as_str(), "numbers", "other"];
-            keys[rng.random_range(0..keys.len())].as_bytes().to_vec()
-        }
-        7 => Vec::new(),
-        8 => rng.random::<u64>().to_string().into_bytes(),
-        _ => {
-            let len = if rng.random_bool(0.02) {
-                20_000
-            } else {
-                rng.random_range(1..24)
-            };
-            (0..len).map(|_| rng.random::<u8>()).collect()
-        }
-    }
-}
-
-/// Well-formed calls that the mutating half of the run starts from, so that the random tokens
-/// reach the deeper parsing paths and not only the first check.
-fn templates() -> Vec<Vec<&'static str>> {
-    let g = STREAM;
-    vec![
-        vec!["RECONCILE.XADDSIGNED", g, "*", "qty", "1"],
-        vec![
-            "RECONCILE.XADDSIGNED",
-            g,
-            "NOMKSTREAM",
-            "MAXLEN",
-            "~",
-            "10",
-            "LIMIT",
-            "5",
-            "*",
-            "a",
-            "b",
-        ],
-        vec![
-            "RECONCILE.XADDSIGNED",
-            g,
-            "MINID",
-            "=",
-            "0",
-            "*",
-            "a",
-            "b",
-            "c",
-            "d",
-        ],
-        vec!["RECONCILE.XREADVERIFIED", "COUNT", "2", "STREAMS", g, "0"],
-        vec![
-            "RECONCILE.XREADVERIFIED",
-            "GROUP",
-            "g",
-            "c1",
-            "COUNT",
-            "2",
-            "NOACK",
-            "STREAMS",
-            g,
-            ">",
-        ],
-        vec![
-            "RECONCILE.XREADVERIFIED",
-            "GROUP",
-            "g",
-            "c1",
-            "BLOCK",
-            "1",
-            "STREAMS",
-            g,
-            g,
-            "0",
-            ">",
-        ],
-        vec!["RECONCILE.VERIFY", g, "0-1"],
-        vec!["RECONCILE.KEYRING", "LIST"],
-        vec!["RECONCILE.KEYRING", "RELOAD"],
-    ]
-}
-
-/// A template with up to two tokens replaced, removed or inserted.
-fn mutated_template(rng: &mut StdRng) -> Vec<Vec<u8>> {
-    let all = templates();
-    let template = &all[rng.random_range(0..all.len())];
-    let mut call: Vec<Vec<u8>> = template.iter().map(|arg| arg.as_bytes().to_vec()).collect();
-    for _ in 0..rng.random_range(0..3) {
-        let at = rng.random_range(1..=call.len());
-        match rng.random_range(0..3) {
-            0 if at < call.len() => call[at] = random_token(rng),
-            1 if at < call.len() => {
-                call.remove(at);
-            }
-            _ => call.insert(at, random_token(rng)),
-        }
-    }
-    call
-}
-
-/// A mutated template half the time, otherwise a command name followed by random tokens.
-fn random_call(rng: &mut StdRng) -> Vec<Vec<u8>> {
-    let mut call = if rng.random_bool(0.5) {
-        mutated_template(rng)
-    } else {
-        let name = COMMANDS[rng.random_range(0..COMMANDS.len())];
-        let mut call = vec![name.as_bytes().to_vec()];
-        for _ in 0..rng.random_range(0..14) {
-            call.push(random_token(rng));
-        }
-        call
-    };
-    for at in 1..call.len() {
-        if call[at - 1].eq_ignore_ascii_case(b"BLOCK") {
-            call[at] = SHORT_BLOCKS[rng.random_range(0..SHORT_BLOCKS.len())]
-                .as_bytes()
-                .to_vec();
-        }
-    }
-    call
-}
 
 #[test]
 fn random_argument_lists_never_take_the_server_down() {
@@ -226,7 +34,7 @@ fn random_argument_lists_never_take_the_server_down() {
     let mut calls = 0;
     let mut accepted = 0;
     while calls < CALLS && started.elapsed() < TIME_BUDGET {
-        let call = random_call(&mut rng);
+        let call = module_call(&mut rng);
         let outcome = client.call(&call);
         accepted += usize::from(outcome.is_ok());
         if let Err(err) = outcome {
