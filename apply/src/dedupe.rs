@@ -1,11 +1,12 @@
 //! The dedupe record of a plan, `quantum:apply:dedupe:{plan_id}`, and what its state means
 //! for the next step.
 //!
-//! The record is written `executing` (with `SET NX`) before the order is placed and `done`
-//! once the outcome is recorded. A plan id therefore executes at most once however often it
-//! is published or redelivered:
+//! The record is written `executing` (with `SET NX GET`, which also reads what was there)
+//! together with the first read of the plan's state, before its checks and its order, and
+//! `done` once the outcome is recorded, a refusal included. A plan id therefore executes at
+//! most once however often it is published or redelivered:
 //!
-//! - no record: the plan is new; claim it, then execute;
+//! - no record: the plan is new, and now claimed; check it, then execute;
 //! - `done`: a duplicate; acknowledge it and count a dedupe hit;
 //! - `executing`: an earlier attempt may have placed the order. Look the order up by its client
 //!   order id first; if it exists, the plan is settled. If it does not, the claim decides.
@@ -19,7 +20,9 @@
 //! Any other value was written by something else (the replaced system wrote `1`) and counts as
 //! done: a plan is never executed twice because a record could not be read.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Key prefix of the dedupe records.
@@ -133,6 +136,57 @@ pub fn step(record: Option<&Record>, consumer: &str, now_ms: i64, timing: Timing
     Step::Settle(IfNoOrder::Wait)
 }
 
+/// Claims this process wrote and under which it has sent no order, by plan id.
+///
+/// The claim is written with the first read of a plan, before its checks. An attempt that
+/// stops between the claim and the order (the exchange unreachable, say) leaves the claim
+/// behind, and the settle rule would make the next attempt wait and then ask the exchange for
+/// an order that was never sent. The next attempt in this process finds its claim here instead
+/// and goes on under it at once. After a restart the book is empty and the settle rule applies.
+#[derive(Debug, Default)]
+pub struct UnsentClaims {
+    claims: Mutex<HashMap<String, Record>>,
+}
+
+impl UnsentClaims {
+    /// Notes a claim just written. Claims older than `lease` are dropped: by then another
+    /// consumer may have taken the plan over.
+    pub fn note(&self, plan_id: &str, claim: Record, now_ms: i64, lease: Duration) {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.retain(|_, held| match held {
+            Record::Executing { since_ms, .. } => now_ms.saturating_sub(*since_ms) <= lease_ms,
+            Record::Done { .. } => false,
+        });
+        claims.insert(plan_id.to_string(), claim);
+    }
+
+    /// Whether `record`, read for `plan_id`, is a claim of this process with no order sent.
+    pub fn holds(&self, plan_id: &str, record: &Record) -> bool {
+        let claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.get(plan_id) == Some(record)
+    }
+
+    /// Forgets the claim of `plan_id`: its order is about to be sent, or its outcome is known.
+    pub fn forget(&self, plan_id: &str) {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.remove(plan_id);
+    }
+
+    /// How many claims are noted.
+    pub fn len(&self) -> usize {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no claim is noted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +268,29 @@ mod tests {
                 stale: "executing b 1000".into()
             })
         );
+    }
+
+    #[test]
+    fn unsent_claims_match_only_the_claim_written_and_expire_with_the_lease() {
+        let book = UnsentClaims::default();
+        let lease = Duration::from_secs(600);
+        book.note("p1", executing("a", 1_000), 1_000, lease);
+        assert!(book.holds("p1", &executing("a", 1_000)));
+        assert!(!book.holds("p1", &executing("a", 1_001)), "another claim");
+        assert!(
+            !book.holds("p1", &executing("b", 1_000)),
+            "another consumer"
+        );
+        assert!(!book.holds("p2", &executing("a", 1_000)), "another plan");
+
+        book.note("p2", executing("a", 700_000), 700_000, lease);
+        assert!(
+            !book.holds("p1", &executing("a", 1_000)),
+            "older than the lease"
+        );
+        assert_eq!(book.len(), 1);
+
+        book.forget("p2");
+        assert!(book.is_empty());
     }
 }

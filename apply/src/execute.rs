@@ -1,16 +1,16 @@
 //! One plan, from a verified entry to a final outcome or a reason to try again later.
 //!
-//! The order of steps is the point: every invariant is checked before anything is written or
-//! sent; the dedupe claim is written before the order is placed; the outcome is recorded, the
-//! plan marked done, the HOLD lease renewed and the entry acknowledged together, after the
-//! exchange answered. An attempt that cannot finish leaves the entry pending and its claim in
+//! The order of steps is the point: the dedupe claim is written with the first read of the
+//! plan's state, every invariant is checked before anything is sent, and the outcome is
+//! recorded, the plan marked done, the HOLD lease renewed and the entry acknowledged together,
+//! after the exchange answered. An attempt that cannot finish leaves the entry pending and its claim in
 //! place, and the next attempt starts by asking the exchange for the order.
 
 use std::sync::Arc;
 
 use reconcile_exchange::{
     code, host_now_ms, Client, ClientOrderId, ClosePlan, CloseReport, ErrorClass, ExchangeError,
-    Position, PositionMode, PositionSide,
+    Position, PositionMode, PositionSide, PriorLookup,
 };
 use reconcile_worker::redis::Connection;
 use redis::RedisError;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::config::Config;
-use crate::dedupe::{self, IfNoOrder, Record, Step, Timing};
+use crate::dedupe::{self, IfNoOrder, Record, Step, Timing, UnsentClaims};
 use crate::invariants::{check_execution, check_plan, Approved, Exposure, Plan, Refusal};
 use crate::metrics::{Metrics, RetryCause};
 use crate::mode::ModeCache;
@@ -92,17 +92,22 @@ pub(crate) struct Executor {
     pub exchange: Arc<Client>,
     pub metrics: Arc<Metrics>,
     pub modes: Arc<ModeCache>,
+    pub unsent: Arc<UnsentClaims>,
 }
 
 impl Executor {
     /// Takes one entry as far as it can go, the order included, without writing its outcome:
     /// [`Executor::conclude`] does that. `Err` leaves the entry pending, to be tried again.
     pub async fn decide(&mut self, entry: &Entry) -> Result<Settled, Pending> {
-        self.settle(entry).await.inspect_err(|pending| {
+        let settled = self.settle(entry).await.inspect_err(|pending| {
             warn!(entry_id = %entry.id, cause = pending.cause.label(), error = %pending.detail,
                 "plan left pending");
             self.metrics.retry(pending.cause);
-        })
+        })?;
+        if let Some(plan_id) = &settled.outcome.plan_id {
+            self.unsent.forget(plan_id);
+        }
+        Ok(settled)
     }
 
     /// Records the outcome [`Executor::decide`] reached and acknowledges the entry. `Err`
@@ -136,36 +141,82 @@ impl Executor {
             }
         };
 
-        // The dedupe record, the HOLD lease and the exchange position are all reads, issued
-        // together; nothing is written or sent before the invariants are checked against them.
+        // The claim rides on the dedupe record's read (`SET NX GET`), beside the HOLD lease,
+        // while the exchange's position rows are read. Once the claim is this attempt's, the
+        // order lookup the close starts with goes out as well, instead of after the checks.
+        // Nothing is sent before the checks pass, and a plan they refuse is recorded done under
+        // its claim. A dry run claims nothing and looks nothing up.
         let key = self.config.dedupe_key(&plan.plan_id);
+        let claim = (!self.config.dry_run).then(|| Record::Executing {
+            consumer: self.config.consumer.clone(),
+            since_ms: now,
+        });
+        let (ttl, lease) = (self.config.dedupe_ttl, self.config.claim_lease);
         let (redis, exchange, modes) = (&mut self.redis, &self.exchange, &self.modes);
-        let (stored, exchange_state) = tokio::join!(
-            store::plan_state(redis, &key, &plan.symbol),
+        let unsent = &self.unsent;
+        let claim_and_look_up = async {
+            let claiming = claim.as_ref().map(|c| (c, ttl));
+            let stored = store::plan_state(redis, &key, &plan.symbol, claiming).await?;
+            if let (true, Some(claim)) = (stored.claimed, &claim) {
+                unsent.note(&plan.plan_id, claim.clone(), now, lease);
+            }
+            // A claim this process wrote and sent nothing under is its own to go on with: no
+            // one else can have sent under it, so there is nothing to wait for.
+            let own = stored.claimed
+                || (stored.record.as_ref())
+                    .is_some_and(|record| unsent.holds(&plan.plan_id, record));
+            let prior = if own {
+                // A failed lookup here costs nothing: the close makes its own.
+                (exchange.look_up_close(&plan.symbol, &plan.plan_id).await)
+                    .inspect_err(
+                        |err| debug!(error = %err, "order lookup ahead of the close failed"),
+                    )
+                    .ok()
+            } else {
+                None
+            };
+            Ok::<_, RedisError>((stored, own, prior))
+        };
+        let (claimed, exchange_state) = tokio::join!(
+            claim_and_look_up,
             read_exchange(exchange, modes, &plan.symbol),
         );
-        let (record, hold) = stored?;
+        let (stored, own, prior) = claimed?;
+        // The order exists already (its claim was lost with Redis state, say): the plan is
+        // settled, whatever the position now looks like.
+        if let Some(order) = prior.as_ref().and_then(|p| p.found()) {
+            let mut outcome = self.outcome(&plan, Status::of_order(order.status));
+            outcome.order = Some(OrderFacts::of(order, true));
+            return Ok(Settled {
+                outcome,
+                claimed: true,
+            });
+        }
         let timing = Timing {
             settle: self.config.exchange_settle,
             lease: self.config.claim_lease,
         };
-        let (checked, claimed) =
-            match dedupe::step(record.as_ref(), &self.config.consumer, now, timing) {
-                Step::Claim => (self.check_against(plan, hold, exchange_state?), false),
-                Step::Duplicate => {
-                    let mut outcome = self.outcome(&plan, Status::Duplicate);
-                    outcome.detail = record.map(|r| r.to_string());
-                    return Ok(unclaimed(outcome));
+        let step = if own {
+            Step::Claim
+        } else {
+            dedupe::step(stored.record.as_ref(), &self.config.consumer, now, timing)
+        };
+        let (checked, claimed) = match step {
+            Step::Claim => (self.check_against(plan, stored.hold, exchange_state?), own),
+            Step::Duplicate => {
+                let mut outcome = self.outcome(&plan, Status::Duplicate);
+                outcome.detail = stored.record.map(|r| r.to_string());
+                return Ok(unclaimed(outcome));
+            }
+            Step::Settle(if_no_order) => {
+                if let Some(settled) = self.look_up(&plan).await? {
+                    return Ok(settled);
                 }
-                Step::Settle(if_no_order) => {
-                    if let Some(settled) = self.look_up(&plan).await? {
-                        return Ok(settled);
-                    }
-                    let claimed = self.reclaim(&plan, if_no_order).await?;
-                    // The state read above came before the lookup; read it again after it.
-                    (self.check_execution(plan).await?, claimed)
-                }
-            };
+                let claimed = self.reclaim(&plan, if_no_order).await?;
+                // The state read above came before the lookup; read it again after it.
+                (self.check_execution(plan).await?, claimed)
+            }
+        };
         let (approved, mode) = match checked {
             Checked::Approved(approved, mode) => (approved, mode),
             Checked::Refused(outcome) => {
@@ -178,6 +229,8 @@ impl Executor {
         if self.config.dry_run {
             return self.dry_run(&approved).await;
         }
+        // From here an order may be on its way: the claim is no longer one without an order.
+        self.unsent.forget(&approved.plan.plan_id);
         if !claimed {
             let record = Record::Executing {
                 consumer: self.config.consumer.clone(),
@@ -188,7 +241,7 @@ impl Executor {
                 return Err(claimed_elsewhere("claimed by another attempt meanwhile"));
             }
         }
-        self.close(&approved, mode).await
+        self.close(&approved, mode, prior).await
     }
 
     /// Reads the HOLD lease and the exchange position, and checks the plan against them.
@@ -282,16 +335,21 @@ impl Executor {
     /// Places the close under the plan's claim. An order refused for its position side in a
     /// cached mode is nothing executed: the mode is dropped, the plan checked again against a
     /// fresh mode and position, and sent once more.
-    async fn close(&mut self, approved: &Approved, mode: ModeRead) -> Result<Settled, Pending> {
+    async fn close(
+        &mut self,
+        approved: &Approved,
+        mode: ModeRead,
+        prior: Option<PriorLookup>,
+    ) -> Result<Settled, Pending> {
         let plan = &approved.plan;
-        let mut sent = self.send_close(approved, mode.mode).await;
+        let mut sent = self.send_close(approved, mode.mode, prior).await;
         if mode.cached && refused_for_position_side(&sent) {
             self.modes.drop_reading(Instant::now());
             warn!(plan_id = %plan.plan_id, symbol = %plan.symbol, cached = ?mode.mode,
                 "order refused for its position side; reading the position mode again");
             match self.check_execution(plan.clone()).await? {
                 Checked::Approved(approved, mode) => {
-                    sent = self.send_close(&approved, mode.mode).await;
+                    sent = self.send_close(&approved, mode.mode, None).await;
                 }
                 Checked::Refused(outcome) => {
                     return Ok(Settled {
@@ -325,10 +383,12 @@ impl Executor {
         }
     }
 
+    /// Sends the close, starting from `prior` when the order was looked up ahead.
     async fn send_close(
         &self,
         approved: &Approved,
         mode: PositionMode,
+        prior: Option<PriorLookup>,
     ) -> Result<CloseReport, ExchangeError> {
         let plan = &approved.plan;
         let close = ClosePlan {
@@ -337,7 +397,10 @@ impl Executor {
             side: plan.side,
             quantity: plan.qty,
         };
-        self.exchange.close(&close, mode).await
+        match prior {
+            Some(prior) => self.exchange.close_after(&close, mode, prior).await,
+            None => self.exchange.close(&close, mode).await,
+        }
     }
 
     /// Writes the outcome, then logs and counts it.

@@ -23,17 +23,53 @@ pub async fn dedupe_record(
     Ok(value.as_deref().map(Record::parse))
 }
 
-/// The dedupe record at `key` and whether the HOLD lease of `symbol` exists. The two reads go
-/// out together on the multiplexed connection: one round trip, and no cross-slot pipeline in
-/// a cluster.
+/// What is stored for a plan before it is checked.
+#[derive(Debug)]
+pub struct PlanState {
+    /// The dedupe record found, if any. With a claim this is the record that stopped it.
+    pub record: Option<Record>,
+    /// Whether this call wrote the claim.
+    pub claimed: bool,
+    /// Whether the symbol's HOLD lease exists.
+    pub hold: bool,
+}
+
+/// The dedupe record at `key` and whether the HOLD lease of `symbol` exists. With `claim`,
+/// the record is written as well where there is none, in the same command (`SET NX GET`), so
+/// that claiming costs no round trip of its own. The two commands go out together on the
+/// multiplexed connection: one round trip, and no cross-slot pipeline in a cluster.
 pub async fn plan_state<C: ConnectionLike + Clone>(
     con: &mut C,
     key: &str,
     symbol: &str,
-) -> RedisResult<(Option<Record>, bool)> {
+    claim: Option<(&Record, Duration)>,
+) -> RedisResult<PlanState> {
     let mut second = con.clone();
-    let (record, hold) = tokio::join!(dedupe_record(con, key), hold_present(&mut second, symbol));
-    Ok((record?, hold?))
+    let read = async {
+        let Some((record, ttl)) = claim else {
+            return Ok((dedupe_record(con, key).await?, false));
+        };
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(record.to_string())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(con)
+            .await?;
+        Ok::<_, redis::RedisError>(match previous {
+            Some(text) => (Some(Record::parse(&text)), false),
+            None => (None, true),
+        })
+    };
+    let (read, hold) = tokio::join!(read, hold_present(&mut second, symbol));
+    let (record, claimed) = read?;
+    Ok(PlanState {
+        record,
+        claimed,
+        hold: hold?,
+    })
 }
 
 /// Writes `record` at the dedupe `key` if it has none (`SET NX`). Returns whether it was

@@ -169,6 +169,7 @@ async fn main_task(
             exchange,
             metrics,
             modes,
+            unsent: Arc::default(),
         },
         reader: None,
         shutdown: shutdown.clone(),

@@ -7,7 +7,7 @@ use common::{
     eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER, ETH_SHORT, GROUP,
 };
 use reconcile_exchange::paper::{FaultKind, QueuedFault};
-use reconcile_exchange::ClientOrderId;
+use reconcile_exchange::{ClientOrderId, ClosePlan, PositionMode, Side};
 use reconcile_tests::{quarantine_of, STREAM};
 use rust_decimal::dec;
 
@@ -101,10 +101,22 @@ async fn each_invariant_failure_is_recorded_under_its_rule_and_never_sent() {
         "only the valid plan was sent"
     );
     assert_eq!(harness.pending(), 0);
-    let refused_keys = harness
-        .admin
-        .int(&["EXISTS", "quantum:apply:dedupe:r:side"]);
-    assert_eq!(refused_keys, 0, "a refusal writes no dedupe record");
+    // A plan refused on its own fields is never claimed; one refused against the position or
+    // the HOLD lease was claimed with its first read, and its record says it is done.
+    assert_eq!(
+        harness.admin.int(&["EXISTS", "quantum:apply:dedupe:r:qty"]),
+        0,
+        "a plan refused on its fields writes no dedupe record"
+    );
+    for plan_id in ["r:side", "r:position", "r:hold"] {
+        assert_eq!(
+            harness
+                .admin
+                .text(&["GET", &format!("quantum:apply:dedupe:{plan_id}")]),
+            "done refused -",
+            "{plan_id}"
+        );
+    }
 
     let metrics = scrape(worker.metrics_addr()).await;
     for (rule, _) in &cases {
@@ -236,6 +248,113 @@ async fn exchange_faults_give_exactly_one_order_each() {
         metrics.contains("reconcile_close_retry_total{cause=\"unknown_outcome\"}"),
         "{metrics}"
     );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_placed_under_a_lost_claim_is_found_and_not_sent_again() {
+    let mut harness = Harness::start().await;
+    // The plan's order executed, and its dedupe record was lost with Redis state: the worker
+    // finds no record, claims the plan afresh, and must still not send a second order, even
+    // though what is left of the position no longer covers the plan.
+    let close = ClosePlan {
+        plan_id: "l:1".into(),
+        symbol: "BTCUSDT".into(),
+        side: Side::Sell,
+        quantity: dec!(0.03),
+    };
+    harness
+        .exchange
+        .close(&close, PositionMode::OneWay)
+        .await
+        .unwrap();
+    let worker = harness.spawn(harness.config()).await;
+    harness.publish(&plan("l:1", "BTCUSDT", "SELL", "0.03"));
+    let result = harness.wait_result_of("l:1").await;
+    assert_eq!(
+        result.get("status").as_deref(),
+        Some("success"),
+        "{result:?}"
+    );
+    assert_eq!(result.get("found_by_lookup").as_deref(), Some("true"));
+    assert_eq!(harness.orders_of("l:1").await.len(), 1);
+    assert_eq!(harness.position("BTCUSDT").await, BTC_LONG - dec!(0.03));
+    let record = harness.admin.text(&["GET", "quantum:apply:dedupe:l:1"]);
+    assert!(record.starts_with("done success "), "{record}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_left_by_a_failed_read_is_resumed_at_once_by_its_worker_and_settled_after_a_restart()
+{
+    const ORDER: &str = "/fapi/v1/order";
+    let position_down = || QueuedFault {
+        kind: FaultKind::Http503,
+        path: Some("/fapi/v2/positionRisk".into()),
+        method: Some("GET".into()),
+        hidden_ms: 0,
+    };
+    let mut harness = Harness::start().await;
+    let mut config = harness.config();
+    // Without the worker's note of its own claim, the retry would wait this long and then
+    // look the order up.
+    config.exchange_settle = std::time::Duration::from_secs(3);
+
+    // The same worker: its first attempt claims the plan and fails on the position read; the
+    // next one goes on under the claim without asking the exchange for an order.
+    let worker = harness.spawn(config.clone()).await;
+    harness.inject(vec![position_down()]).await;
+    harness.publish(&plan("u:same", "BTCUSDT", "SELL", "0.001"));
+    let result = harness.wait_result_of("u:same").await;
+    assert_eq!(
+        result.get("status").as_deref(),
+        Some("success"),
+        "{result:?}"
+    );
+    assert_eq!(harness.orders_of("u:same").await.len(), 1);
+    // Each attempt looks the order up once, beside the position read; a claim waited out
+    // would have added a lookup on every attempt until the settle window had passed.
+    let lookups = harness.requests_to("GET", ORDER).await.len();
+    assert_eq!(
+        lookups, 2,
+        "one lookup per attempt for a claim the worker knows it sent nothing under"
+    );
+
+    // A worker restarted meanwhile knows nothing of the claim: it looks the order up until the
+    // settle window has passed, believes "no such order" then, and sends it once.
+    harness.inject(vec![position_down(); 8]).await;
+    harness.publish(&plan("u:restart", "BTCUSDT", "SELL", "0.001"));
+    let claimed = eventually(|| {
+        let mut admin = harness.fixture.client();
+        async move {
+            let record = admin
+                .call(&["GET", "quantum:apply:dedupe:u:restart"])
+                .ok()?;
+            reconcile_tests::reply::text(&record)
+        }
+    })
+    .await
+    .expect("the first attempt claims the plan");
+    assert!(claimed.starts_with("executing "), "{claimed}");
+    worker.stop().await;
+    assert!(harness.orders_of("u:restart").await.is_empty());
+
+    harness.inject(Vec::new()).await;
+    let worker = harness.spawn(config).await;
+    let result = harness.wait_result_of("u:restart").await;
+    assert_eq!(
+        result.get("status").as_deref(),
+        Some("success"),
+        "{result:?}"
+    );
+    assert_eq!(harness.orders_of("u:restart").await.len(), 1);
+    let restart_lookups = harness.requests_to("GET", ORDER).await.len() - lookups;
+    assert!(
+        restart_lookups >= 2,
+        "the restarted worker looks the order up on each attempt until the settle window has \
+         passed, and once more before it sends: {restart_lookups}"
+    );
+    assert_eq!(harness.pending(), 0);
     worker.stop().await;
 }
 

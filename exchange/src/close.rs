@@ -9,6 +9,9 @@
 //! still be processing the order and deny it for a moment. Lookups then continue over a settle
 //! window, and only the one made when the window has passed may conclude that the order is
 //! absent. A failed lookup rules out the resend.
+//!
+//! The lookup before the first send may be made ahead, while the caller reads other state,
+//! and handed to the close as a [`PriorLookup`]; the close then starts with the send.
 
 use std::time::Duration;
 
@@ -48,7 +51,56 @@ pub struct CloseReport {
     pub found_by_lookup: bool,
 }
 
+/// The answer to a lookup of a plan's order made before its close, so that the close need not
+/// ask again. Only [`Client::look_up_close`] makes one.
+///
+/// A send after it is safe only while no one else can send under the plan's client order id,
+/// so the lookup must be made once the caller holds its claim on the plan (see
+/// [`Client::close_after`]).
+#[derive(Debug, Clone)]
+pub struct PriorLookup {
+    symbol: String,
+    id: ClientOrderId,
+    found: Option<Order>,
+}
+
+impl PriorLookup {
+    /// The order the lookup found, if any.
+    pub fn found(&self) -> Option<&Order> {
+        self.found.as_ref()
+    }
+}
+
 impl Client {
+    /// Looks up the order of the close of `plan_id` on `symbol`, ahead of
+    /// [`Client::close_after`].
+    pub async fn look_up_close(
+        &self,
+        symbol: &str,
+        plan_id: &str,
+    ) -> Result<PriorLookup, ExchangeError> {
+        let id = ClientOrderId::for_plan(plan_id);
+        let found = self.query_order(symbol, &id).await?;
+        Ok(PriorLookup {
+            symbol: symbol.to_string(),
+            id,
+            found,
+        })
+    }
+
+    /// [`Client::close`], starting from a lookup made ahead. The lookup must have been made
+    /// after the caller's claim on the plan was in place, so that no order under its client
+    /// order id can have been sent since by anyone but this caller. A lookup made for
+    /// another plan or symbol is ignored and the close looks the order up itself.
+    pub async fn close_after(
+        &self,
+        plan: &ClosePlan,
+        mode: PositionMode,
+        prior: PriorLookup,
+    ) -> Result<CloseReport, ExchangeError> {
+        self.close_from(plan, mode, Some(prior)).await
+    }
+
     /// Closes (part of) a position as `plan` says, so that calling it again with the same plan,
     /// in this process or after a restart, never executes a second order.
     ///
@@ -66,6 +118,15 @@ impl Client {
         plan: &ClosePlan,
         mode: PositionMode,
     ) -> Result<CloseReport, ExchangeError> {
+        self.close_from(plan, mode, None).await
+    }
+
+    async fn close_from(
+        &self,
+        plan: &ClosePlan,
+        mode: PositionMode,
+        prior: Option<PriorLookup>,
+    ) -> Result<CloseReport, ExchangeError> {
         let filters = self.symbol_filters(&plan.symbol).await?;
         let quantity = filters.market_quantity(plan.quantity)?;
         let id = ClientOrderId::for_plan(&plan.plan_id);
@@ -75,7 +136,10 @@ impl Client {
             settle: self.unknown_outcome_settle,
         };
 
-        let placed = at_most_once(self, &order, limits).await?;
+        let known = prior
+            .filter(|p| p.symbol == plan.symbol && p.id == id)
+            .map(|p| p.found);
+        let placed = at_most_once(self, &order, limits, known).await?;
         Ok(CloseReport {
             order: placed.order,
             client_order_id: id,
@@ -127,11 +191,13 @@ struct Placed {
 }
 
 /// Sends `order` unless it already exists, and again only while the settle lookups after an
-/// unknown outcome end in "absent", at most `limits.max_submits` times in all.
+/// unknown outcome end in "absent", at most `limits.max_submits` times in all. `known` is the
+/// answer of a lookup made ahead; without it, the first step is a lookup.
 async fn at_most_once(
     venue: &impl Venue,
     order: &MarketOrder,
     limits: Limits,
+    known: Option<Option<Order>>,
 ) -> Result<Placed, ExchangeError> {
     let (symbol, id) = (order.symbol.as_str(), &order.client_order_id);
     let placed = |order, submits, found_by_lookup| Placed {
@@ -140,7 +206,11 @@ async fn at_most_once(
         found_by_lookup,
     };
 
-    if let Some(existing) = venue.lookup(symbol, id).await? {
+    let existing = match known {
+        Some(found) => found,
+        None => venue.lookup(symbol, id).await?,
+    };
+    if let Some(existing) = existing {
         info!(symbol, client_order_id = %id, "close already placed");
         return Ok(placed(existing, 0, true));
     }
@@ -391,7 +461,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn order_denied_for_a_moment_after_a_timeout_executes_once() {
         let fake = Fake::new(&[Answer::FillUnseen(Duration::from_secs(2))], &[]);
-        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap();
         assert_eq!((placed.submits, placed.found_by_lookup), (1, true));
@@ -401,7 +471,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_settle_window_the_same_denial_executes_twice() {
         let fake = Fake::new(&[Answer::FillUnseen(Duration::from_secs(2))], &[]);
-        let placed = at_most_once(&fake, &close_order(), limits(2, Duration::ZERO))
+        let placed = at_most_once(&fake, &close_order(), limits(2, Duration::ZERO), None)
             .await
             .unwrap();
         assert_eq!(placed.submits, 2);
@@ -411,7 +481,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn absent_order_is_resent_once_after_the_window() {
         let fake = Fake::new(&[Answer::Lose], &[]);
-        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap();
         assert_eq!((placed.submits, placed.found_by_lookup), (2, false));
@@ -425,7 +495,7 @@ mod tests {
     async fn one_failed_lookup_forbids_the_resend_but_not_before_the_window_ends() {
         let fake = Fake::new(&[Answer::Lose], &[2]);
         let started = Instant::now();
-        let err = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let err = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap_err();
         assert_eq!(err.class(), ErrorClass::UnknownOutcome);
@@ -436,7 +506,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn order_seen_after_a_failed_lookup_is_returned() {
         let fake = Fake::new(&[Answer::FillUnseen(WINDOW / 3)], &[1]);
-        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap();
         assert_eq!((placed.submits, placed.found_by_lookup), (1, true));
@@ -446,7 +516,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_stop_at_the_limit() {
         let fake = Fake::new(&[Answer::Lose, Answer::Lose, Answer::Lose], &[]);
-        let err = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let err = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap_err();
         assert_eq!(err.class(), ErrorClass::UnknownOutcome);
@@ -460,7 +530,7 @@ mod tests {
             &[Answer::Lose, Answer::Refuse(code::MARGIN_INSUFFICIENT)],
         ] {
             let fake = Fake::new(script, &[]);
-            let err = at_most_once(&fake, &close_order(), limits(3, WINDOW))
+            let err = at_most_once(&fake, &close_order(), limits(3, WINDOW), None)
                 .await
                 .unwrap_err();
             assert_eq!(err.class(), ErrorClass::Definitive);
@@ -474,11 +544,44 @@ mod tests {
         let fake = Fake::new(&[Answer::Refuse(code::DUPLICATE_CLIENT_ORDER_ID)], &[]);
         // Our own earlier send, executing but not yet visible to lookups.
         fake.execute(&close_order(), Instant::now() + Duration::from_secs(1));
-        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW))
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), None)
             .await
             .unwrap();
         assert_eq!((placed.submits, placed.found_by_lookup), (1, true));
         assert_eq!(fake.executed(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_made_ahead_replaces_the_first_one() {
+        // "No such order" ahead: the close starts with the send.
+        let fake = Fake::new(&[], &[]);
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), Some(None))
+            .await
+            .unwrap();
+        assert_eq!((placed.submits, placed.found_by_lookup), (1, false));
+        assert_eq!((fake.lookups(), fake.executed()), (0, 1));
+
+        // The order found ahead: nothing is sent.
+        let earlier = fake.execute(&close_order(), Instant::now());
+        let placed = at_most_once(
+            &fake,
+            &close_order(),
+            limits(2, WINDOW),
+            Some(Some(earlier)),
+        )
+        .await
+        .unwrap();
+        assert_eq!((placed.submits, placed.found_by_lookup), (0, true));
+        assert_eq!((fake.lookups(), fake.sends().len()), (0, 1));
+
+        // An unknown outcome after it is settled by lookups as always.
+        let fake = Fake::new(&[Answer::FillUnseen(Duration::from_secs(2))], &[]);
+        let placed = at_most_once(&fake, &close_order(), limits(2, WINDOW), Some(None))
+            .await
+            .unwrap();
+        assert_eq!((placed.submits, placed.found_by_lookup), (1, true));
+        assert_eq!(fake.executed(), 1);
+        assert!(fake.lookups() >= 1);
     }
 
     #[test]

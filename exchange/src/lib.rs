@@ -51,7 +51,7 @@ pub mod paper;
 pub use client::{Client, ClientConfig, MarketOrder, MAINNET_URL, TESTNET_URL};
 pub use client_order_id::{is_valid as is_valid_client_order_id, ClientOrderId};
 pub use clock::host_now_ms;
-pub use close::{ClosePlan, CloseReport};
+pub use close::{ClosePlan, CloseReport, PriorLookup};
 pub use credentials::{sign, Credentials, API_KEY_ENV, API_SECRET_ENV, MIN_SECRET_LEN};
 pub use error::{code, ErrorClass, ExchangeError};
 pub use model::{

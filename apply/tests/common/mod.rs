@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use reconcile_apply::{Config, Running};
-use reconcile_exchange::paper::{self, Faults, PaperConfig, PaperState, QueuedFault, RunningPaper};
+use reconcile_exchange::paper::{
+    self, Faults, PaperConfig, PaperState, QueuedFault, RequestRecord, RunningPaper,
+};
 use reconcile_exchange::{
     host_now_ms, Client, ClientConfig, ClientOrderId, Credentials, Decimal, MarketOrder, Order,
     PositionMode, Side,
@@ -233,6 +235,14 @@ impl Harness {
             .orders
             .into_iter()
             .filter(|o| o.client_order_id.starts_with("rgc-"))
+            .collect()
+    }
+
+    /// The paper exchange's log of API requests with `method` on `path`.
+    pub async fn requests_to(&self, method: &str, path: &str) -> Vec<RequestRecord> {
+        let log = self.paper.control().requests().await.unwrap();
+        log.into_iter()
+            .filter(|r| r.method == method && r.path == path)
             .collect()
     }
 
