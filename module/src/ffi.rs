@@ -393,6 +393,18 @@ impl<'a> CallReplyRef<'a> {
         unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
     }
 
+    /// The reply's protocol bytes as the called command wrote them. Unlike every other look
+    /// at a reply, this does not make Redis build the tree of its elements.
+    pub fn proto(self) -> Option<&'a [u8]> {
+        let mut len: usize = 0;
+        let p = api!(RedisModule_CallReplyProto(self.ptr.as_ptr(), &mut len) or ptr::null());
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: Redis returned `len` bytes that live as long as the owning reply.
+        Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+    }
+
     /// The error text of an error reply, for relaying to the client.
     pub fn error_text(self) -> String {
         String::from_utf8_lossy(self.bytes()).into_owned()

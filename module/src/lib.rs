@@ -20,6 +20,7 @@ mod ffi;
 mod guard;
 mod log;
 mod read;
+pub mod resp;
 pub mod settings;
 mod sign;
 mod state;

@@ -20,6 +20,7 @@ use crate::ffi::{
 use crate::keyring::Keyring;
 use crate::log::RateLimitedLog;
 use crate::mac::{check_entry, Freshness, Rejection};
+use crate::resp;
 use crate::settings::quarantine_name;
 use crate::state::{self, Stats, STATS};
 use crate::stream;
@@ -195,6 +196,9 @@ struct Found {
     replies: Vec<CallReply>,
     /// (reply, entry index) of each entry to return.
     entries: Vec<(usize, usize)>,
+    /// Whether the entries to return are all of one reply's, so that the reply can be relayed
+    /// as it is.
+    whole: bool,
 }
 
 /// Reads once. Replies and returns true if any stream had verified entries; returns false,
@@ -229,7 +233,9 @@ fn read_stream(
         key,
         replies: Vec::new(),
         entries: Vec::new(),
+        whole: false,
     };
+    let mut first_batch = 0;
     let Some(&from) = request.from.get(key) else {
         return Ok(found);
     };
@@ -253,48 +259,75 @@ fn read_stream(
 
     loop {
         let reply = call_read(ctx, request, key, from, want)?;
-        let Some(entries) = stream_entries(reply.as_ref()) else {
-            break;
-        };
-        let batch = entries.len();
         let mut last = None;
         rejected.clear();
-        {
-            let mut items: Vec<&[u8]> = Vec::with_capacity(32);
-            for i in 0..batch {
-                let Some(entry) = entries.get(i) else {
-                    continue;
-                };
-                let (id, fields) = (entry.get(0), entry.get(1));
-                last = id.and_then(|id| StreamId::parse(id.bytes())).or(last);
-                let Some(fields) = fields.filter(|f| f.kind() == ReplyKind::Array) else {
-                    // A pending entry whose data was trimmed away: nothing to act on, but the
-                    // consumer needs its ID to acknowledge it, as XREADGROUP gives it.
+        let mut check = |i: usize, id: &[u8], fields: Option<&[&[u8]]>| {
+            last = StreamId::parse(id).or(last);
+            let Some(items) = fields else {
+                // A pending entry whose data was trimmed away: nothing to act on, but the
+                // consumer needs its ID to acknowledge it, as XREADGROUP gives it.
+                found.entries.push((found.replies.len(), i));
+                return;
+            };
+            match check_entry(ring, stream_name, items, freshness) {
+                Ok(()) => {
+                    Stats::add(&STATS.verified, 1);
                     found.entries.push((found.replies.len(), i));
-                    continue;
-                };
-                items.clear();
-                items.extend(
-                    (0..fields.len())
-                        .filter_map(|j| fields.get(j))
-                        .map(|f| f.bytes()),
-                );
-                match check_entry(ring, stream_name, &items, freshness) {
-                    Ok(()) => {
-                        Stats::add(&STATS.verified, 1);
-                        found.entries.push((found.replies.len(), i));
-                    }
-                    Err(why) => {
-                        STATS.reject(why);
-                        rejected.push((i, why));
-                    }
+                }
+                Err(why) => {
+                    STATS.reject(why);
+                    rejected.push((i, why));
                 }
             }
+        };
+        // The reply's bytes are read in place where they have the expected shape; the module
+        // API's view of the reply is the fallback.
+        let batch = match reply.as_ref().proto().and_then(resp::stream_read) {
+            Some(read) => {
+                for (i, (id, range)) in read.entries.iter().enumerate() {
+                    let fields = range.clone().and_then(|r| read.items.get(r));
+                    check(i, id, fields);
+                }
+                read.entries.len()
+            }
+            None => {
+                let Some(entries) = stream_entries(reply.as_ref()) else {
+                    break;
+                };
+                let mut items: Vec<&[u8]> = Vec::with_capacity(32);
+                for i in 0..entries.len() {
+                    let Some(entry) = entries.get(i) else {
+                        continue;
+                    };
+                    let id = entry.get(0).map(|id| id.bytes()).unwrap_or_default();
+                    match entry.get(1).filter(|f| f.kind() == ReplyKind::Array) {
+                        Some(fields) => {
+                            items.clear();
+                            items.extend(
+                                (0..fields.len())
+                                    .filter_map(|j| fields.get(j))
+                                    .map(|f| f.bytes()),
+                            );
+                            check(i, id, Some(&items));
+                        }
+                        None => check(i, id, None),
+                    }
+                }
+                entries.len()
+            }
+        };
+        if batch == 0 {
+            break;
+        }
+        if !rejected.is_empty() {
+            if let Some(entries) = stream_entries(reply.as_ref()) {
+                handle_rejected(ctx, request, key, entries, &rejected);
+            }
+        }
+        if found.replies.is_empty() {
+            first_batch = batch;
         }
         last_seen = last.or(last_seen);
-        if !rejected.is_empty() {
-            handle_rejected(ctx, request, key, entries, &rejected);
-        }
         found.replies.push(reply);
 
         // Read on only when a COUNT was given, the batch was full, and rejections left the
@@ -312,6 +345,7 @@ fn read_stream(
             break;
         }
     }
+    found.whole = found.replies.len() == 1 && found.entries.len() == first_batch;
     if request.group.is_none() && found.entries.is_empty() {
         // A blocked plain read starts after what it already refused instead of refusing (and
         // counting) the same entries at every wake-up.
@@ -375,10 +409,17 @@ fn call_read(
     };
     let reply = CallReply::call(ctx, cmd, flags, &args)
         .ok_or_else(|| ErrorReply("ERR the read could not be run".into()))?;
-    if reply.as_ref().kind() == ReplyKind::Error {
-        return Err(ErrorReply(reply.as_ref().error_text()));
+    // The reply's bytes show an error without Redis parsing the whole reply.
+    let error = match reply.as_ref().proto() {
+        Some(proto) => {
+            resp::error_text(proto).map(|text| String::from_utf8_lossy(text).into_owned())
+        }
+        None => (reply.as_ref().kind() == ReplyKind::Error).then(|| reply.as_ref().error_text()),
+    };
+    match error {
+        Some(text) => Err(ErrorReply(text)),
+        None => Ok(reply),
     }
-    Ok(reply)
 }
 
 /// Counts, logs, and under a group acknowledges and quarantines refused entries.
@@ -496,6 +537,15 @@ fn quarantine(
 fn reply_found(ctx: *mut RedisModuleCtx, request: &Request, found: &[Found]) {
     let resp3 = ffi::context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0;
     let relay = ffi::can_relay_call_replies();
+    // Every entry of a one-stream read verified: the called command's reply is the answer, in
+    // the RESP2 it was written in.
+    if let ([only], false, true) = (found, resp3, relay) {
+        if let (true, [reply]) = (only.whole, only.replies.as_slice()) {
+            if ffi::reply_with_call_reply(ctx, reply.as_ref()) {
+                return;
+            }
+        }
+    }
     ffi::reply_map_postponed(ctx, resp3);
     for f in found {
         if !resp3 {

@@ -85,6 +85,16 @@ impl Client {
         Client { con, port }
     }
 
+    /// Connects speaking RESP3 (`HELLO 3`), as some client libraries do.
+    pub fn connect_resp3(port: u16) -> Client {
+        let url = format!("redis://127.0.0.1:{port}/?protocol=resp3");
+        let client = redis::Client::open(url).expect("building client");
+        let con = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|err| panic!("connecting to 127.0.0.1:{port}: {err}"));
+        Client { con, port }
+    }
+
     /// The port this client talks to.
     pub fn port(&self) -> u16 {
         self.port

@@ -55,6 +55,22 @@ fn group_read_has_the_xreadgroup_reply_shape() {
 }
 
 #[test]
+fn group_read_over_resp3_has_the_xreadgroup_reply_shape() {
+    let fixture = Guarded::start();
+    let mut client = Client::connect_resp3(fixture.server.port());
+    client.sign_many(STREAM, 3);
+    client.ok(&["XGROUP", "CREATE", STREAM, "plain", "0"]);
+    client.ok(&["XGROUP", "CREATE", STREAM, "verified", "0"]);
+
+    for id in [">", "0"] {
+        let plain = client.ok(&["XREADGROUP", "GROUP", "plain", "c1", "STREAMS", STREAM, id]);
+        let verified = group_read(&mut client, "verified", "c1", &[], id);
+        assert!(matches!(verified, Value::Map(_)), "{verified:?}");
+        assert_eq!(verified, plain, "read from {id}");
+    }
+}
+
+#[test]
 fn delivered_entries_stay_pending_until_acked() {
     let fixture = Guarded::start();
     let mut client = fixture.client();
