@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use reconcile_exchange::{
     code, host_now_ms, Client, ClientOrderId, ClosePlan, CloseReport, ErrorClass, ExchangeError,
-    Position, PositionMode, PositionSide, PriorLookup,
+    Order, Position, PositionMode, PositionSide, PriorLookup,
 };
 use reconcile_worker::redis::Connection;
 use redis::RedisError;
@@ -185,12 +185,7 @@ impl Executor {
         // The order exists already (its claim was lost with Redis state, say): the plan is
         // settled, whatever the position now looks like.
         if let Some(order) = prior.as_ref().and_then(|p| p.found()) {
-            let mut outcome = self.outcome(&plan, Status::of_order(order.status));
-            outcome.order = Some(OrderFacts::of(order, true));
-            return Ok(Settled {
-                outcome,
-                claimed: true,
-            });
+            return Ok(self.found(&plan, order));
         }
         let timing = Timing {
             settle: self.config.exchange_settle,
@@ -229,18 +224,13 @@ impl Executor {
         if self.config.dry_run {
             return self.dry_run(&approved).await;
         }
+        // Every path that gets here outside a dry run holds the claim: it was written with the
+        // first read, or resumed, or taken over. Nothing is ever sent without one.
+        if !claimed {
+            return Err(claimed_elsewhere("the plan is not claimed by this attempt"));
+        }
         // From here an order may be on its way: the claim is no longer one without an order.
         self.unsent.forget(&approved.plan.plan_id);
-        if !claimed {
-            let record = Record::Executing {
-                consumer: self.config.consumer.clone(),
-                since_ms: host_now_ms(),
-            };
-            let key = self.config.dedupe_key(&approved.plan.plan_id);
-            if !store::claim(&mut self.redis, &key, &record, self.config.dedupe_ttl).await? {
-                return Err(claimed_elsewhere("claimed by another attempt meanwhile"));
-            }
-        }
         self.close(&approved, mode, prior).await
     }
 
@@ -281,12 +271,17 @@ impl Executor {
         let Some(order) = self.exchange.query_order(&plan.symbol, &id).await? else {
             return Ok(None);
         };
+        Ok(Some(self.found(plan, &order)))
+    }
+
+    /// The plan settled by its order, found on the exchange under the plan's claim.
+    fn found(&self, plan: &Plan, order: &Order) -> Settled {
         let mut outcome = self.outcome(plan, Status::of_order(order.status));
-        outcome.order = Some(OrderFacts::of(&order, true));
-        Ok(Some(Settled {
+        outcome.order = Some(OrderFacts::of(order, true));
+        Settled {
             outcome,
             claimed: true,
-        }))
+        }
     }
 
     /// Makes an earlier claim on the plan this attempt's own, when the lookup found no order.

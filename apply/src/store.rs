@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Value};
+use redis::RedisResult;
 
 use crate::config::hold_key;
 use crate::dedupe::Record;
@@ -49,15 +49,7 @@ pub async fn plan_state<C: ConnectionLike + Clone>(
         let Some((record, ttl)) = claim else {
             return Ok((dedupe_record(con, key).await?, false));
         };
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(record.to_string())
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .query_async(con)
-            .await?;
+        let previous = set_get(con, key, record, "NX", ttl).await?;
         Ok::<_, redis::RedisError>(match previous {
             Some(text) => (Some(Record::parse(&text)), false),
             None => (None, true),
@@ -72,25 +64,6 @@ pub async fn plan_state<C: ConnectionLike + Clone>(
     })
 }
 
-/// Writes `record` at the dedupe `key` if it has none (`SET NX`). Returns whether it was
-/// written.
-pub async fn claim(
-    con: &mut impl ConnectionLike,
-    key: &str,
-    record: &Record,
-    ttl: Duration,
-) -> RedisResult<bool> {
-    let reply: Value = redis::cmd("SET")
-        .arg(key)
-        .arg(record.to_string())
-        .arg("NX")
-        .arg("EX")
-        .arg(ttl.as_secs().max(1))
-        .query_async(con)
-        .await?;
-    Ok(reply != Value::Nil)
-}
-
 /// Replaces the record at the dedupe `key` with `record` when it still reads `stale`. Returns
 /// whether this call replaced it. Of two workers racing to take over the same claim, the one
 /// that finds its own expected value replaced goes no further.
@@ -101,16 +74,28 @@ pub async fn take_over(
     record: &Record,
     ttl: Duration,
 ) -> RedisResult<bool> {
-    let previous: Option<String> = redis::cmd("SET")
+    let previous = set_get(con, key, record, "XX", ttl).await?;
+    Ok(previous.as_deref() == Some(stale))
+}
+
+/// `SET key record <condition> GET EX ttl`: writes `record` if `condition` (`NX`: no record,
+/// `XX`: a record) holds, and returns what was there before either way.
+async fn set_get(
+    con: &mut impl ConnectionLike,
+    key: &str,
+    record: &Record,
+    condition: &str,
+    ttl: Duration,
+) -> RedisResult<Option<String>> {
+    redis::cmd("SET")
         .arg(key)
         .arg(record.to_string())
-        .arg("XX")
+        .arg(condition)
         .arg("GET")
         .arg("EX")
         .arg(ttl.as_secs().max(1))
         .query_async(con)
-        .await?;
-    Ok(previous.as_deref() == Some(stale))
+        .await
 }
 
 /// Whether the symbol's HOLD lease exists.
