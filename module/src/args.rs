@@ -74,6 +74,41 @@ impl StreamId {
     }
 }
 
+/// A stream ID written out as `ms-seq` in place, for replies and replication, where a `String`
+/// per call would be an allocation and a formatter run for nothing.
+pub struct IdText {
+    buf: [u8; 41],
+    len: usize,
+}
+
+impl IdText {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl StreamId {
+    pub fn text(self) -> IdText {
+        let mut text = IdText {
+            buf: [0; 41],
+            len: 0,
+        };
+        let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+        for part in [
+            ms.format(self.ms).as_bytes(),
+            b"-",
+            seq.format(self.seq).as_bytes(),
+        ] {
+            let end = text.len + part.len();
+            if let Some(slot) = text.buf.get_mut(text.len..end) {
+                slot.copy_from_slice(part);
+                text.len = end;
+            }
+        }
+        text
+    }
+}
+
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)

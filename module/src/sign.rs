@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use crate::args::{parse_xadd, ErrorReply};
+use crate::args::{parse_xadd, ErrorReply, StreamId};
 use std::sync::OnceLock;
 
 use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString, SharedString};
@@ -31,7 +31,7 @@ pub fn xaddsigned_command(
 ) -> c_int {
     let args = ffi::argv_slice(argv, argc);
     match xaddsigned(ctx, args) {
-        Ok(Some(id)) => ffi::reply_bulk(ctx, id.as_bytes()),
+        Ok(Some(id)) => ffi::reply_bulk(ctx, id.text().as_bytes()),
         Ok(None) => ffi::reply_null(ctx),
         Err(e) => ffi::reply_error(ctx, &e.0),
     }
@@ -40,7 +40,7 @@ pub fn xaddsigned_command(
 fn xaddsigned(
     ctx: *mut RedisModuleCtx,
     args: &[*mut RedisModuleString],
-) -> Result<Option<String>, ErrorReply> {
+) -> Result<Option<StreamId>, ErrorReply> {
     let words: Vec<&[u8]> = args.iter().map(|&a| ffi::bytes(a)).collect();
     let parsed = parse_xadd(&words)?;
     let (Some(settings), Some(ring)) = (state::settings(), state::keyring()) else {
@@ -91,16 +91,21 @@ fn xaddsigned(
 
     let signer = ring.signing();
     let kid = signer.kid().as_bytes();
-    let signed_ms = ffi::now_ms().to_string();
-    let tag = mac::sign(signer.mac(), kid, key, signed_ms.as_bytes(), user_words);
-    let Some([kid_name, signed_ms_name, hmac_name]) = appended_names() else {
-        return Err(ErrorReply("ERR out of memory while signing".into()));
-    };
-    let values: Vec<OwnedString> = [kid, signed_ms.as_bytes(), &tag]
-        .iter()
-        .filter_map(|b| OwnedString::new(b))
-        .collect();
-    let [kid_value, signed_ms_value, hmac_value] = values.as_slice() else {
+    let mut clock = itoa::Buffer::new();
+    let signed_ms = clock.format(ffi::now_ms()).as_bytes();
+    let tag = mac::sign(signer.mac(), kid, key, signed_ms, user_words);
+    let (
+        Some([kid_name, signed_ms_name, hmac_name]),
+        Some(kid_value),
+        Some(signed_ms_value),
+        Some(hmac_value),
+    ) = (
+        appended_names(),
+        OwnedString::new(kid),
+        OwnedString::new(signed_ms),
+        OwnedString::new(&tag),
+    )
+    else {
         return Err(ErrorReply("ERR out of memory while signing".into()));
     };
     let mut fields: Vec<*mut RedisModuleString> = Vec::with_capacity(user_fields.len() + 6);
@@ -127,5 +132,5 @@ fn xaddsigned(
     };
     stream::replicate(ctx, name, &done, &fields);
     Stats::add(&STATS.signed, 1);
-    Ok(Some(done.id.to_string()))
+    Ok(Some(done.id))
 }

@@ -127,12 +127,14 @@ pub fn replicate(
     appended: &Appended,
     fields: &[*mut RedisModuleString],
 ) {
-    let keep = appended
-        .keep
-        .map_or_else(|| "*".to_string(), |n| n.to_string());
+    let mut length = itoa::Buffer::new();
+    let keep: &[u8] = match appended.keep {
+        Some(n) => length.format(n).as_bytes(),
+        None => b"*",
+    };
     let (Some(id), Some(keep)) = (
-        OwnedString::new(appended.id.to_string().as_bytes()),
-        OwnedString::new(keep.as_bytes()),
+        OwnedString::new(appended.id.text().as_bytes()),
+        OwnedString::new(keep),
     ) else {
         return;
     };

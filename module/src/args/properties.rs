@@ -65,6 +65,7 @@ pub fn stream_id_text(text: &[u8]) {
     assert_eq!(parsed.is_some(), is_id_text(text), "{text:?}");
     if let Some(id) = parsed {
         assert_eq!(StreamId::parse(id.to_string().as_bytes()), Some(id));
+        assert_eq!(id.text().as_bytes(), id.to_string().as_bytes());
         if let Some(next) = id.next() {
             assert!(next > id);
         }
