@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER, ETH_SHORT, GROUP,
+    assert_status, eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER,
+    ETH_SHORT, GROUP,
 };
 use reconcile_exchange::paper::{FaultKind, QueuedFault};
 use reconcile_exchange::{ClientOrderId, ClosePlan, PositionMode, Side};
@@ -18,11 +19,7 @@ async fn verified_plan_closes_once_and_renews_the_hold() {
 
     harness.publish(&plan("p:ok", "BTCUSDT", "SELL", "0.02"));
     let result = harness.wait_result_of("p:ok").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
 
     let orders = harness.orders_of("p:ok").await;
     assert_eq!(orders.len(), 1);
@@ -161,11 +158,7 @@ async fn kill_between_order_and_acknowledgement_then_restart_sends_no_second_ord
 
     let second = harness.spawn(harness.config()).await;
     let result = harness.wait_result_of("k:1").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
     assert_eq!(result.get("found_by_lookup").as_deref(), Some("true"));
     assert_eq!(harness.orders_of("k:1").await.len(), 1);
     assert_eq!(harness.position("BTCUSDT").await, BTC_LONG - dec!(0.01));
@@ -228,11 +221,7 @@ async fn exchange_faults_give_exactly_one_order_each() {
         harness.inject(queue).await;
         harness.publish(&plan(plan_id, "BTCUSDT", "SELL", "0.001"));
         let result = harness.wait_result_of(plan_id).await;
-        assert_eq!(
-            result.get("status").as_deref(),
-            Some("success"),
-            "{result:?}"
-        );
+        assert_status(&result, "success");
         assert_eq!(harness.orders_of(plan_id).await.len(), 1, "{plan_id}");
     }
     assert_eq!(harness.close_orders().await.len(), 7);
@@ -271,11 +260,7 @@ async fn order_placed_under_a_lost_claim_is_found_and_not_sent_again() {
     let worker = harness.spawn(harness.config()).await;
     harness.publish(&plan("l:1", "BTCUSDT", "SELL", "0.03"));
     let result = harness.wait_result_of("l:1").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
     assert_eq!(result.get("found_by_lookup").as_deref(), Some("true"));
     assert_eq!(harness.orders_of("l:1").await.len(), 1);
     assert_eq!(harness.position("BTCUSDT").await, BTC_LONG - dec!(0.03));
@@ -306,11 +291,7 @@ async fn claim_left_by_a_failed_read_is_resumed_at_once_by_its_worker_and_settle
     harness.inject(vec![position_down()]).await;
     harness.publish(&plan("u:same", "BTCUSDT", "SELL", "0.001"));
     let result = harness.wait_result_of("u:same").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
     assert_eq!(harness.orders_of("u:same").await.len(), 1);
     // Each attempt looks the order up once, beside the position read; a claim waited out
     // would have added a lookup on every attempt until the settle window had passed.
@@ -342,11 +323,7 @@ async fn claim_left_by_a_failed_read_is_resumed_at_once_by_its_worker_and_settle
     harness.inject(Vec::new()).await;
     let worker = harness.spawn(config).await;
     let result = harness.wait_result_of("u:restart").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
     assert_eq!(harness.orders_of("u:restart").await.len(), 1);
     let restart_lookups = harness.requests_to("GET", ORDER).await.len() - lookups;
     assert!(
@@ -367,11 +344,7 @@ async fn definitive_rejection_is_recorded_once_and_not_retried() {
 
     harness.publish(&plan("d:1", "BTCUSDT", "SELL", "0.01"));
     let result = harness.wait_result_of("d:1").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("rejected"),
-        "{result:?}"
-    );
+    assert_status(&result, "rejected");
     assert!(harness.orders_of("d:1").await.is_empty());
     let record = harness.admin.text(&["GET", "quantum:apply:dedupe:d:1"]);
     assert_eq!(record, "done rejected -");
@@ -389,11 +362,7 @@ async fn dry_run_records_what_it_would_send_and_sends_nothing() {
 
     harness.publish(&plan("dry:1", "BTCUSDT", "SELL", "0.0125"));
     let result = harness.wait_result_of("dry:1").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("dry_run"),
-        "{result:?}"
-    );
+    assert_status(&result, "dry_run");
     assert_eq!(result.get("order_qty").as_deref(), Some("0.012"));
     let id = ClientOrderId::for_plan("dry:1").to_string();
     assert_eq!(result.get("client_order_id"), Some(id));
@@ -494,11 +463,7 @@ async fn pending_plans_of_a_dead_consumer_are_claimed_and_verified_again() {
     let worker = harness.spawn(config).await;
 
     let result = harness.wait_result_of("dead:1").await;
-    assert_eq!(
-        result.get("status").as_deref(),
-        Some("success"),
-        "{result:?}"
-    );
+    assert_status(&result, "success");
     assert_eq!(result.get("consumer").as_deref(), Some(CONSUMER));
     assert_eq!(harness.orders_of("dead:1").await.len(), 1);
     assert_eq!(harness.pending(), 0);

@@ -313,6 +313,11 @@ where
     }
 }
 
+/// Asserts that a result entry records `status`, showing the whole entry when it does not.
+pub fn assert_status(result: &Entry, status: &str) {
+    assert_eq!(result.get("status").as_deref(), Some(status), "{result:?}");
+}
+
 /// The body of `GET /metrics`.
 pub async fn scrape(addr: SocketAddr) -> String {
     let mut stream = TcpStream::connect(addr)
