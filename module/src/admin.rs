@@ -83,8 +83,12 @@ fn list(ctx: *mut RedisModuleCtx) -> c_int {
 /// `INFO reconcile`. Redis prefixes each field with `reconcile_`.
 pub extern "C" fn info(ictx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     api!(RedisModule_InfoAddSection(ictx, ptr::null_mut()) or ffi::ERR);
-    let counters: [(&CStr, u64); 6] = [
+    let counters: [(&CStr, u64); 7] = [
         (c"signed_total", Stats::get(&STATS.signed)),
+        (
+            c"signed_unpropagated_total",
+            Stats::get(&STATS.signed_unpropagated),
+        ),
         (c"verified_total", Stats::get(&STATS.verified)),
         (c"rejected_total", STATS.rejected_total()),
         (c"guard_denied_total", Stats::get(&STATS.guard_denied)),

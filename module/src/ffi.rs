@@ -62,6 +62,7 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_Milliseconds,
         RedisModule_NotifyKeyspaceEvent,
         RedisModule_RegisterCommandFilter,
+        RedisModule_SubscribeToServerEvent,
         RedisModule_CommandFilterArgsCount,
         RedisModule_CommandFilterArgGet,
         RedisModule_CommandFilterArgInsert,

@@ -19,6 +19,7 @@ use redis_module::raw;
 
 use crate::ffi::{self, api, bytes, OwnedString, RedisModuleCtx, RedisModuleString};
 use crate::log::RateLimitedLog;
+use crate::propagation;
 use crate::state::{self, Stats, STATS};
 
 /// The command a refused one is rewritten into.
@@ -206,6 +207,10 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let name = arg(0);
     // The module's own commands write only through the module; skip the argument scan.
     if is_own_command(name) {
+        return;
+    }
+    if propagation::attaches_replica(name) {
+        propagation::replica_attaching();
         return;
     }
     let verdict = if refused_without_key(name, arg) {

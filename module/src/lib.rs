@@ -19,6 +19,7 @@ pub mod args;
 mod ffi;
 mod guard;
 mod log;
+mod propagation;
 mod read;
 pub mod resp;
 pub mod settings;
@@ -156,6 +157,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
     if !guard::register(ctx) {
         return refuse("could not register the command filter");
+    }
+    if !propagation::register(ctx) {
+        return refuse("could not subscribe to changes of replication role");
     }
     api!(RedisModule_RegisterInfoFunc(ctx, Some(admin::info)) or ffi::ERR);
     if !admin::register_config(ctx) {

@@ -2,11 +2,14 @@
 
 use std::ffi::c_int;
 
+use redis_module::raw;
+
 use crate::args::{parse_xadd, ErrorReply, StreamId};
 use std::sync::OnceLock;
 
 use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString, SharedString};
 use crate::mac::{self, HMAC_FIELD, KID_FIELD, RESERVED_FIELDS, SIGNED_MS_FIELD};
+use crate::propagation;
 use crate::state::{self, Stats, STATS};
 use crate::stream;
 
@@ -29,8 +32,18 @@ pub fn xaddsigned_command(
     argv: *mut *mut RedisModuleString,
     argc: c_int,
 ) -> c_int {
+    // A master replicates its appends as RECONCILE.XADDREPL. Signing again here would give the
+    // replica an entry of its own, with its own clock and ID.
+    let context = ffi::context_flags(ctx);
+    if context & raw::REDISMODULE_CTX_FLAGS_REPLICATED != 0 {
+        return ffi::reply_error(
+            ctx,
+            "ERR RECONCILE.XADDSIGNED is not applied from a master: signed entries replicate \
+             as RECONCILE.XADDREPL",
+        );
+    }
     let args = ffi::argv_slice(argv, argc);
-    match xaddsigned(ctx, args) {
+    match xaddsigned(ctx, context, args) {
         Ok(Some(id)) => ffi::reply_bulk(ctx, id.text().as_bytes()),
         Ok(None) => ffi::reply_null(ctx),
         Err(e) => ffi::reply_error(ctx, &e.0),
@@ -39,6 +52,7 @@ pub fn xaddsigned_command(
 
 fn xaddsigned(
     ctx: *mut RedisModuleCtx,
+    context: u32,
     args: &[*mut RedisModuleString],
 ) -> Result<Option<StreamId>, ErrorReply> {
     let words: Vec<&[u8]> = args.iter().map(|&a| ffi::bytes(a)).collect();
@@ -130,7 +144,11 @@ fn xaddsigned(
     else {
         return Ok(None);
     };
-    stream::replicate(ctx, name, &done, &fields);
+    if propagation::count_if_unheard(ctx, context) {
+        Stats::add(&STATS.signed_unpropagated, 1);
+    } else {
+        stream::replicate(ctx, name, &done, &fields);
+    }
     Stats::add(&STATS.signed, 1);
     Ok(Some(done.id))
 }

@@ -57,6 +57,8 @@ pub fn max_age_ms() -> u64 {
 /// Counters for `INFO reconcile`.
 pub struct Stats {
     pub signed: AtomicU64,
+    /// Signed entries that nothing would have read from the replication stream.
+    pub signed_unpropagated: AtomicU64,
     pub verified: AtomicU64,
     pub rejected: [AtomicU64; 5],
     pub guard_denied: AtomicU64,
@@ -67,6 +69,7 @@ pub struct Stats {
 
 pub static STATS: Stats = Stats {
     signed: AtomicU64::new(0),
+    signed_unpropagated: AtomicU64::new(0),
     verified: AtomicU64::new(0),
     rejected: [const { AtomicU64::new(0) }; 5],
     guard_denied: AtomicU64::new(0),

@@ -7,8 +7,9 @@ use reconcile_tests::reply;
 use reconcile_tests::{quarantine_of, Guarded, STREAM};
 use redis::Value;
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
     "signed_total",
+    "signed_unpropagated_total",
     "verified_total",
     "rejected_total",
     "rejected_bad_mac",

@@ -145,3 +145,45 @@ fn quarantine_and_group_state_survive_an_aof_restart() {
     assert_eq!(client.ok(&["XPENDING", STREAM, "g"]), pending);
     assert_eq!(client.verify(STREAM, &stale), "OK");
 }
+
+/// `rdb_changes_since_last_save` from `INFO persistence`.
+fn changes_since_save(client: &mut Client) -> i64 {
+    let info = client.text(&["INFO", "persistence"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("rdb_changes_since_last_save:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rdb_changes_since_last_save in:\n{info}"))
+}
+
+#[test]
+fn signed_entries_count_as_changes_for_save_points_with_or_without_an_aof() {
+    for aof in [false, true] {
+        let fixture =
+            Guarded::start_with(|options| if aof { options.appendonly() } else { options });
+        let mut client = fixture.client();
+        let before = changes_since_save(&mut client);
+        client.sign_many(STREAM, 5);
+        assert_eq!(changes_since_save(&mut client) - before, 5, "aof: {aof}");
+        let skipped = client.info_reconcile().int("signed_unpropagated_total");
+        assert_eq!(skipped, if aof { 0 } else { 5 }, "aof: {aof}");
+    }
+}
+
+#[test]
+fn entries_signed_after_the_aof_is_switched_on_at_run_time_survive_a_crash() {
+    let fixture = Guarded::start_with(|options| options.config("appendfsync", &["always"]));
+    let mut client = fixture.client();
+    let mut ids = client.sign_many(STREAM, 3);
+    client.ok(&["CONFIG", "SET", "appendonly", "yes"]);
+    wait_for_rewrite(&mut client);
+    ids.extend(client.sign_many(STREAM, 3));
+    assert_eq!(
+        client.info_reconcile().int("signed_unpropagated_total"),
+        3,
+        "appends after the AOF was switched on skipped it"
+    );
+    drop(client);
+
+    let fixture = restart_in_place(fixture, |server| server.kill().appendonly().start());
+    assert_all_verify(&mut fixture.client(), &ids);
+}

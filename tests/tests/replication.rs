@@ -1,6 +1,8 @@
 //! Replication: a replica running the module applies signed entries byte for byte, and the
 //! internal command that carries them cannot be called by an ordinary client.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -235,4 +237,126 @@ fn quarantine_and_acks_reach_the_replica() {
     });
     let expected = master.ok(&["XPENDING", STREAM, "g"]);
     assert_eq!(replica.ok(&["XPENDING", STREAM, "g"]), expected);
+}
+
+/// `INFO reconcile`'s count of entries signed while nothing read the replication stream.
+fn unpropagated(client: &mut Client) -> i64 {
+    client.info_reconcile().int("signed_unpropagated_total")
+}
+
+#[test]
+fn entries_signed_before_and_while_a_replica_attaches_all_reach_it() {
+    // Alone, the master builds no replicated command. The replica's SYNC must end that before
+    // the snapshot it is sent is taken, or entries signed in between would never reach it.
+    let key = Key::random("k1");
+    let keyring = KeyringFile::new(&[&key]);
+    let master = ServerOptions::guarded(&keyring)
+        .config("repl-diskless-sync-delay", &["0"])
+        .start();
+    let mut client = master.client();
+    client.sign_many(STREAM, 20);
+    assert_eq!(
+        unpropagated(&mut client),
+        20,
+        "a lone master without AOF skips replication"
+    );
+
+    // A writer signs without pause from before the replica starts until after it is online.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut client = master.client();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut signed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                client.sign(STREAM, &[("during", &signed.to_string())]);
+                signed += 1;
+            }
+            signed
+        })
+    };
+    let replica = ServerOptions::guarded(&keyring).replica_of(&master).start();
+    wait_until(&mut client, "the replica online", |client| {
+        client
+            .text(&["INFO", "replication"])
+            .contains("state=online")
+    });
+    thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    let during = writer.join().expect("the writer thread");
+    assert!(during > 0, "nothing was signed while the replica attached");
+
+    let before = unpropagated(&mut client);
+    client.sign_many(STREAM, 5);
+    assert_eq!(
+        unpropagated(&mut client),
+        before,
+        "appends went unreplicated with a replica attached"
+    );
+    let mut on_replica = replica.client();
+    sync(&mut client, &mut on_replica);
+    let entries = client.xrange(STREAM);
+    assert_eq!(entries.len(), 20 + during + 5);
+    assert_eq!(on_replica.xrange(STREAM), entries);
+    let args = ["RECONCILE.XREADVERIFIED", "STREAMS", STREAM, "0"];
+    assert_eq!(on_replica.read_entries(&args, STREAM).len(), entries.len());
+}
+
+#[test]
+fn a_master_that_was_a_replica_replicates_into_its_backlog() {
+    // `a` first runs alone and skips replication. It then serves as a replica, which gives it a
+    // backlog, and is promoted: its appends must reach that backlog even with no replica
+    // attached, for `b` rejoins with a partial resynchronisation from it.
+    let key = Key::random("k1");
+    let keyring = KeyringFile::new(&[&key]);
+    let start = || {
+        ServerOptions::guarded(&keyring)
+            .config("repl-diskless-sync-delay", &["0"])
+            .start()
+    };
+    let (a_server, b_server) = (start(), start());
+    let (mut a, mut b) = (a_server.client(), b_server.client());
+    a.sign_many(STREAM, 3);
+    assert_eq!(unpropagated(&mut a), 3);
+    b.sign_many(STREAM, 2);
+
+    let linked = |client: &mut Client| {
+        client
+            .text(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    };
+    a.ok(&["REPLICAOF", "127.0.0.1", &b_server.port().to_string()]);
+    wait_until(&mut a, "a linked to b", linked);
+    // Not WAIT: its acknowledgement request would move b's offset past a's, and rule out the
+    // partial resynchronisation this test is about.
+    let on_b = b.ok(&["XRANGE", STREAM, "-", "+"]);
+    wait_until(&mut a, "a holding b's entries", |client| {
+        client.ok(&["XRANGE", STREAM, "-", "+"]) == on_b
+    });
+    a.ok(&["REPLICAOF", "NO", "ONE"]);
+    a.sign_many(STREAM, 4);
+    assert_eq!(
+        unpropagated(&mut a),
+        3,
+        "after its promotion a skipped its backlog"
+    );
+
+    let partial = |client: &mut Client| {
+        let info = client.text(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("sync_partial_ok:"))
+            .map(|n| n.trim().to_string())
+    };
+    let partial_before = partial(&mut a);
+    b.ok(&["REPLICAOF", "127.0.0.1", &a_server.port().to_string()]);
+    wait_until(&mut b, "b linked to a", linked);
+    sync(&mut a, &mut b);
+    assert_ne!(
+        partial(&mut a),
+        partial_before,
+        "b rejoined with a full copy, which would hide a gap in the backlog"
+    );
+    let entries = a.xrange(STREAM);
+    assert_eq!(entries.len(), 6);
+    assert_eq!(b.xrange(STREAM), entries);
 }
