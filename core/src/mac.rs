@@ -69,10 +69,55 @@ pub fn fingerprint(key_bytes: &[u8]) -> String {
     hex::encode(&hash.finalize()[..8])
 }
 
-/// Appends one length-prefixed item.
-fn put(buf: &mut Vec<u8>, item: &[u8]) {
-    buf.extend_from_slice(&(item.len() as u64).to_be_bytes());
-    buf.extend_from_slice(item);
+/// Encodings up to this length are laid out on the stack; a plan takes about 540 bytes.
+const STACK_MESSAGE: usize = 1024;
+
+/// Length of the canonical encoding of these items.
+fn canonical_len(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> usize {
+    let header = DOMAIN_TAG.len() + kid.len() + stream.len() + signed_ms.len() + 4 * 8;
+    let body: usize = fields.iter().map(|item| item.len() + 8).sum();
+    header + 8 + body
+}
+
+/// Writes the canonical encoding into `out`, which is exactly [`canonical_len`] long.
+fn write_canonical(out: &mut [u8], kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) {
+    let mut out = Writer(out);
+    for item in [DOMAIN_TAG, kid, stream, signed_ms] {
+        out.item(item);
+    }
+    out.number(fields.len() / 2);
+    for item in fields {
+        out.item(item);
+    }
+}
+
+/// Fills a buffer from the front. Bytes past its end are dropped; callers size it exactly.
+struct Writer<'a>(&'a mut [u8]);
+
+impl Writer<'_> {
+    fn raw(&mut self, bytes: &[u8]) {
+        let rest = std::mem::take(&mut self.0);
+        let (dst, tail) = rest.split_at_mut(bytes.len().min(rest.len()));
+        if let Some(src) = bytes.get(..dst.len()) {
+            dst.copy_from_slice(src);
+        }
+        self.0 = tail;
+    }
+
+    /// A count or length: eight bytes, big-endian.
+    fn number(&mut self, n: usize) {
+        let rest = std::mem::take(&mut self.0);
+        if let Some((dst, tail)) = rest.split_first_chunk_mut::<8>() {
+            *dst = (n as u64).to_be_bytes();
+            self.0 = tail;
+        }
+    }
+
+    /// One length-prefixed item.
+    fn item(&mut self, item: &[u8]) {
+        self.number(item.len());
+        self.raw(item);
+    }
 }
 
 /// The bytes the MAC covers, in the order the module documents: each of the domain tag, `kid`,
@@ -80,20 +125,8 @@ fn put(buf: &mut Vec<u8>, item: &[u8]) {
 /// field and value length-prefixed. Every item carries its length, so the bytes determine the
 /// items: two different entries never share an encoding.
 pub fn canonical_message(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let items = [DOMAIN_TAG, kid, stream, signed_ms]
-        .into_iter()
-        .chain(fields.iter().copied());
-    let len: usize = items.clone().map(|i| i.len() + 8).sum::<usize>() + 8;
-    let mut buf = Vec::with_capacity(len);
-    for (n, item) in items.enumerate() {
-        if n == 4 {
-            buf.extend_from_slice(&((fields.len() / 2) as u64).to_be_bytes());
-        }
-        put(&mut buf, item);
-    }
-    if fields.is_empty() {
-        buf.extend_from_slice(&0u64.to_be_bytes());
-    }
+    let mut buf = vec![0; canonical_len(kid, stream, signed_ms, fields)];
+    write_canonical(&mut buf, kid, stream, signed_ms, fields);
     buf
 }
 
@@ -105,10 +138,16 @@ fn encode(
     fields: &[&[u8]],
 ) -> Hmac<Sha256> {
     // Laid out in one buffer and hashed in one call: many small updates cost a quarter more
-    // than the hashing itself for a plan-sized entry.
-    let buf = canonical_message(kid, stream, signed_ms, fields);
+    // than the hashing itself for a plan-sized entry. A plan's buffer lives on the stack.
     let mut mac = key.start();
-    mac.update(&buf);
+    let len = canonical_len(kid, stream, signed_ms, fields);
+    let mut stack = [0u8; STACK_MESSAGE];
+    if let Some(buf) = stack.get_mut(..len) {
+        write_canonical(buf, kid, stream, signed_ms, fields);
+        mac.update(buf);
+    } else {
+        mac.update(&canonical_message(kid, stream, signed_ms, fields));
+    }
     mac
 }
 
