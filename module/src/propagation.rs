@@ -78,7 +78,7 @@ pub fn replica_attaching() {
 /// Subscribes to changes of role. Returns false if the server refused.
 pub fn register(ctx: *mut RedisModuleCtx) -> bool {
     let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED as u64,
+        id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
         dataver: 1,
     };
     let status =
