@@ -182,13 +182,13 @@ pub fn parse_xadd(args: &[&[u8]]) -> Result<XaddArgs, ErrorReply> {
             let how = if opt.eq_ignore_ascii_case(b"maxlen") {
                 Trim::MaxLen(parse_maxlen(threshold)?)
             } else {
-                Trim::MinId(StreamId::parse(threshold).ok_or(ErrorReply::new(INVALID_ID))?)
+                Trim::MinId(StreamId::parse(threshold).ok_or_else(|| ErrorReply::new(INVALID_ID))?)
             };
             trim = Some(TrimSpec { how, approx });
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"limit") && more > 0 {
             let count = args.get(i + 1).copied().unwrap_or_default();
-            let count = parse_integer(count).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
+            let count = parse_integer(count).ok_or_else(|| ErrorReply::new(NOT_AN_INTEGER))?;
             if count < 0 {
                 return Err(ErrorReply::new("ERR The LIMIT argument must be >= 0."));
             }
@@ -228,7 +228,7 @@ pub fn parse_xadd(args: &[&[u8]]) -> Result<XaddArgs, ErrorReply> {
 }
 
 fn parse_maxlen(text: &[u8]) -> Result<u64, ErrorReply> {
-    let n = parse_integer(text).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
+    let n = parse_integer(text).ok_or_else(|| ErrorReply::new(NOT_AN_INTEGER))?;
     u64::try_from(n).map_err(|_| ErrorReply::new("ERR The MAXLEN argument must be >= 0."))
 }
 
@@ -238,7 +238,7 @@ fn parse_new_id(text: &[u8]) -> Result<StreamId, ErrorReply> {
             "ERR partial IDs (ms-*) are not supported: use * or a full ms-seq ID",
         ));
     }
-    let id = StreamId::parse(text).ok_or(ErrorReply::new(INVALID_ID))?;
+    let id = StreamId::parse(text).ok_or_else(|| ErrorReply::new(INVALID_ID))?;
     if id == StreamId::ZERO {
         return Err(ErrorReply::new(
             "ERR The ID specified in XADD must be greater than 0-0",
@@ -309,7 +309,7 @@ pub fn parse_xread(args: &[&[u8]]) -> Result<XreadArgs, ErrorReply> {
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"count") && more > 0 {
             let text = args.get(i + 1).copied().unwrap_or_default();
-            let n = parse_integer(text).ok_or(ErrorReply::new(NOT_AN_INTEGER))?;
+            let n = parse_integer(text).ok_or_else(|| ErrorReply::new(NOT_AN_INTEGER))?;
             count = u64::try_from(n).ok().filter(|&n| n > 0);
             i += 2;
         } else if opt.eq_ignore_ascii_case(b"group") && more >= 2 {
@@ -359,9 +359,8 @@ pub fn parse_xread(args: &[&[u8]]) -> Result<XreadArgs, ErrorReply> {
 }
 
 fn parse_timeout(text: &[u8]) -> Result<u64, ErrorReply> {
-    let n = parse_integer(text).ok_or(ErrorReply::new(
-        "ERR timeout is not an integer or out of range",
-    ))?;
+    let n = parse_integer(text)
+        .ok_or_else(|| ErrorReply::new("ERR timeout is not an integer or out of range"))?;
     u64::try_from(n).map_err(|_| ErrorReply::new("ERR timeout is negative"))
 }
 
@@ -378,7 +377,7 @@ fn parse_read_from(text: &[u8], group: bool) -> Result<ReadFrom, ErrorReply> {
         )),
         _ => StreamId::parse(text)
             .map(ReadFrom::After)
-            .ok_or(ErrorReply::new(INVALID_ID)),
+            .ok_or_else(|| ErrorReply::new(INVALID_ID)),
     }
 }
 

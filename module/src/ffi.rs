@@ -159,6 +159,42 @@ impl Drop for OwnedString {
     }
 }
 
+/// A list of a length known in advance: on the stack up to `N` items, on the heap beyond, so
+/// that a command of usual size allocates nothing for it.
+pub struct Scratch<T: Copy, const N: usize> {
+    inline: [T; N],
+    heap: Vec<T>,
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Scratch<T, N> {
+    /// `len` items, each `fill`.
+    pub fn new(fill: T, len: usize) -> Self {
+        let heap = if len > N { vec![fill; len] } else { Vec::new() };
+        Scratch {
+            inline: [fill; N],
+            heap,
+            len,
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        if self.len > N {
+            &mut self.heap
+        } else {
+            self.inline.get_mut(..self.len).unwrap_or_default()
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        if self.len > N {
+            &self.heap
+        } else {
+            self.inline.get(..self.len).unwrap_or_default()
+        }
+    }
+}
+
 /// Server time in milliseconds.
 pub fn now_ms() -> u64 {
     let ms = api!(RedisModule_Milliseconds() or 0);
@@ -576,5 +612,23 @@ impl SharedString {
 
     pub fn as_ptr(&self) -> *mut RedisModuleString {
         self.0.as_ptr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scratch;
+
+    #[test]
+    fn scratch_holds_exactly_its_length_on_the_stack_and_beyond_it() {
+        for len in [0, 1, 3, 4, 5, 9] {
+            let mut list = Scratch::<u32, 4>::new(7, len);
+            assert_eq!(list.as_slice(), vec![7; len].as_slice());
+            for (n, slot) in list.as_mut_slice().iter_mut().enumerate() {
+                *slot = n as u32;
+            }
+            let expected: Vec<u32> = (0..len as u32).collect();
+            assert_eq!(list.as_slice(), expected.as_slice(), "length {len}");
+        }
     }
 }

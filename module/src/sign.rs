@@ -1,17 +1,21 @@
 //! `RECONCILE.XADDSIGNED`: appends an entry signed inside Redis.
 
 use std::ffi::c_int;
+use std::ptr;
+use std::sync::OnceLock;
 
 use redis_module::raw;
 
 use crate::args::{parse_xadd, ErrorReply, StreamId};
-use std::sync::OnceLock;
-
-use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString, SharedString};
+use crate::ffi::{self, OwnedString, RedisModuleCtx, RedisModuleString, Scratch, SharedString};
 use crate::mac::{self, HMAC_FIELD, KID_FIELD, RESERVED_FIELDS, SIGNED_MS_FIELD};
 use crate::propagation;
 use crate::state::{self, Stats, STATS};
 use crate::stream;
+
+/// Argument lists up to this length are kept on the stack: a plan with a trim option takes
+/// about 36, the trailer included. Longer ones go to the heap.
+const INLINE_ARGS: usize = 48;
 
 /// The names of the three fields the module appends, created once.
 fn appended_names() -> Option<&'static [SharedString; 3]> {
@@ -55,8 +59,12 @@ fn xaddsigned(
     context: u32,
     args: &[*mut RedisModuleString],
 ) -> Result<Option<StreamId>, ErrorReply> {
-    let words: Vec<&[u8]> = args.iter().map(|&a| ffi::bytes(a)).collect();
-    let parsed = parse_xadd(&words)?;
+    let mut words = Scratch::<&[u8], INLINE_ARGS>::new(&[], args.len());
+    for (word, &arg) in words.as_mut_slice().iter_mut().zip(args) {
+        *word = ffi::bytes(arg);
+    }
+    let words = words.as_slice();
+    let parsed = parse_xadd(words)?;
     let (Some(settings), Some(ring)) = (state::settings(), state::keyring()) else {
         return Err(ErrorReply(
             "ERR the reconcile module is not initialised".into(),
@@ -122,22 +130,25 @@ fn xaddsigned(
     else {
         return Err(ErrorReply("ERR out of memory while signing".into()));
     };
-    let mut fields: Vec<*mut RedisModuleString> = Vec::with_capacity(user_fields.len() + 6);
-    fields.extend_from_slice(user_fields);
-    fields.extend([
+    let trailer = [
         kid_name.as_ptr(),
         kid_value.as_ptr(),
         signed_ms_name.as_ptr(),
         signed_ms_value.as_ptr(),
         hmac_name.as_ptr(),
         hmac_value.as_ptr(),
-    ]);
+    ];
+    let mut fields = Scratch::<_, INLINE_ARGS>::new(ptr::null_mut(), user_fields.len() + 6);
+    let (user_part, trailer_part) = fields.as_mut_slice().split_at_mut(user_fields.len());
+    user_part.copy_from_slice(user_fields);
+    trailer_part.copy_from_slice(&trailer);
+    let fields = fields.as_slice();
 
     let Some(done) = stream::append(
         ctx,
         name,
         parsed.id,
-        &fields,
+        fields,
         parsed.trim,
         !parsed.nomkstream,
     )?
@@ -147,7 +158,7 @@ fn xaddsigned(
     if propagation::count_if_unheard(ctx, context) {
         Stats::add(&STATS.signed_unpropagated, 1);
     } else {
-        stream::replicate(ctx, name, &done, &fields);
+        stream::replicate(ctx, name, &done, fields);
     }
     Stats::add(&STATS.signed, 1);
     Ok(Some(done.id))
