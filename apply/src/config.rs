@@ -75,7 +75,7 @@ pub struct Config {
     /// First and longest delay before a pending plan is tried again.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// How often the module's `INFO reconcile` counters are read.
+    /// How often the module's `INFO reconcile` counters and the group's pending plans are read.
     pub info_interval: Duration,
     /// Deadline of one exchange request.
     pub exchange_timeout: Duration,
@@ -192,7 +192,7 @@ pub struct Args {
     /// Longest delay before a pending plan is tried again.
     #[arg(long, env = "APPLY_RETRY_MAX", default_value = "30s", value_parser = parse_positive)]
     retry_max: Duration,
-    /// How often the module's INFO counters are read.
+    /// How often the module's INFO counters and the group's pending plans are read.
     #[arg(long, env = "APPLY_INFO_INTERVAL", default_value = "15s", value_parser = parse_positive)]
     info_interval: Duration,
     /// About how many outcomes the result stream keeps.

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::invariants::Rule;
 use crate::module_info::{Latest, ModuleCollector};
@@ -47,6 +51,8 @@ pub struct Metrics {
     dedupe_hits: IntCounter,
     plan_to_order: Histogram,
     retries: IntCounterVec,
+    pending: IntGauge,
+    oldest_pending: Gauge,
     /// The module's last `INFO reconcile` reading.
     pub module: Latest,
 }
@@ -99,12 +105,22 @@ impl Metrics {
             ),
             &["cause"],
         )?;
+        let pending = IntGauge::new(
+            "reconcile_close_pending",
+            "Close plans delivered to the apply group and not yet acknowledged, at the last reading",
+        )?;
+        let oldest_pending = Gauge::new(
+            "reconcile_close_oldest_pending_seconds",
+            "Age of the oldest of those plans by its entry ID, at the last reading; 0 when none",
+        )?;
         registry.register(Box::new(consumed.clone()))?;
         registry.register(Box::new(guardrail_fail.clone()))?;
         registry.register(Box::new(executed.clone()))?;
         registry.register(Box::new(dedupe_hits.clone()))?;
         registry.register(Box::new(plan_to_order.clone()))?;
         registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(oldest_pending.clone()))?;
         let module = Latest::default();
         registry.register(Box::new(ModuleCollector::new(module.clone())?))?;
 
@@ -127,6 +143,8 @@ impl Metrics {
             dedupe_hits,
             plan_to_order,
             retries,
+            pending,
+            oldest_pending,
             module,
         })
     }
@@ -169,6 +187,12 @@ impl Metrics {
     pub(crate) fn retry(&self, cause: RetryCause) {
         self.retries.with_label_values(&[cause.label()]).inc();
     }
+
+    /// Records a reading of the group's pending plans.
+    pub(crate) fn pending(&self, count: u64, oldest_age: Duration) {
+        self.pending.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.oldest_pending.set(oldest_age.as_secs_f64());
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +209,8 @@ mod tests {
             "reconcile_close_executed_total{status=\"success\"} 0",
             "quantum_apply_dedupe_hits_total 0",
             "reconcile_close_plan_to_order_seconds_count 0",
+            "reconcile_close_pending 0",
+            "reconcile_close_oldest_pending_seconds 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

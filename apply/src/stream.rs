@@ -185,6 +185,71 @@ fn decode_entry(entry: &Value) -> Result<Entry, String> {
     Ok(Entry { id, fields })
 }
 
+/// The group's pending entries: how many, and the oldest one's ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSummary {
+    pub count: u64,
+    pub oldest_id: Option<String>,
+}
+
+impl PendingSummary {
+    /// How long the oldest pending entry has existed at `now_ms` (Unix milliseconds), going by
+    /// the time part of its ID; zero when nothing is pending.
+    pub fn oldest_age(&self, now_ms: i64) -> Duration {
+        let created_ms = self
+            .oldest_id
+            .as_deref()
+            .and_then(|id| id.split_once('-'))
+            .and_then(|(ms, _)| ms.parse::<i64>().ok());
+        let age_ms = created_ms.map_or(0, |ms| now_ms.saturating_sub(ms));
+        Duration::from_millis(u64::try_from(age_ms).unwrap_or(0))
+    }
+}
+
+/// The summary form of `XPENDING` for `group`, which counts the entries delivered to any of its
+/// consumers and not yet acknowledged. A group or stream that does not exist yet has none.
+pub async fn pending(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+) -> RedisResult<PendingSummary> {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(stream).arg(group);
+    let reply: Value = match con.query_at(&cmd, stream).await {
+        // Before the worker has created its group, nothing is pending.
+        Err(err) if err.code() == Some("NOGROUP") => {
+            return Ok(PendingSummary {
+                count: 0,
+                oldest_id: None,
+            })
+        }
+        other => other?,
+    };
+    decode_pending(&reply).map_err(|detail| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected XPENDING reply",
+            detail,
+        ))
+    })
+}
+
+fn decode_pending(reply: &Value) -> Result<PendingSummary, String> {
+    let Value::Array(parts) = reply else {
+        return Err("expected an array".into());
+    };
+    match parts.as_slice() {
+        [Value::Int(count), oldest, ..] => Ok(PendingSummary {
+            count: u64::try_from(*count).map_err(|_| format!("negative count {count}"))?,
+            oldest_id: match oldest {
+                Value::Nil => None,
+                id => Some(text(id)?),
+            },
+        }),
+        _ => Err("expected [count, oldest ID, newest ID, consumers]".into()),
+    }
+}
+
 fn decode_autoclaim(reply: &Value) -> Result<(String, usize), String> {
     let Value::Array(parts) = reply else {
         return Err("expected an array".into());
@@ -247,6 +312,30 @@ mod tests {
         let entries = decode_read(&reply).unwrap();
         assert_eq!(entries[0].id, "1-0");
         assert_eq!(entries[0].fields, None);
+    }
+
+    #[test]
+    fn pending_summary_gives_count_and_the_oldest_age() {
+        let reply = Value::Array(vec![
+            Value::Int(2),
+            bulk("1700000000000-3"),
+            bulk("1700000005000-0"),
+            Value::Array(vec![Value::Array(vec![bulk("apply-1"), bulk("2")])]),
+        ]);
+        let pending = decode_pending(&reply).unwrap();
+        assert_eq!(pending.count, 2);
+        assert_eq!(
+            pending.oldest_age(1_700_000_090_000),
+            Duration::from_secs(90)
+        );
+        // A clock behind the entry's ID gives zero, never a negative age.
+        assert_eq!(pending.oldest_age(1_600_000_000_000), Duration::ZERO);
+
+        let none = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
+        let pending = decode_pending(&none).unwrap();
+        assert_eq!(pending.count, 0);
+        assert_eq!(pending.oldest_age(1_700_000_090_000), Duration::ZERO);
+        assert!(decode_pending(&Value::Nil).is_err());
     }
 
     #[test]

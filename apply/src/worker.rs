@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcile_exchange::{Client, ClientConfig, Credentials, ExchangeError};
+use reconcile_exchange::{host_now_ms, Client, ClientConfig, Credentials, ExchangeError};
 use reconcile_worker::redis::{connect, is_transient, ConnectError, ConnectOptions, Connection};
 use reconcile_worker::{Backoff, Shutdown};
 use redis::RedisError;
@@ -146,11 +146,10 @@ async fn main_task(
         Err(ConnectError::ShutDown { .. }) => return Ok(()),
         Err(err) => return Err(err.into()),
     };
-    let poller = tokio::spawn(poll_module(
+    let poller = tokio::spawn(poll_readings(
         redis.clone(),
-        config.stream.clone(),
+        Arc::clone(&config),
         Arc::clone(&metrics),
-        config.info_interval,
         shutdown.clone(),
     ));
     if let Err(err) = exchange.sync_clock().await {
@@ -375,19 +374,20 @@ async fn reader_connection(config: &Config) -> Result<Connection, RedisError> {
     .await
 }
 
-/// Reads `INFO reconcile` every `interval` into the module metrics until shutdown. In a
-/// cluster the counters are those of the node serving `stream`.
-async fn poll_module(
+/// Every `interval` until shutdown, reads `INFO reconcile` into the module metrics and the
+/// group's pending plans into their gauges. In a cluster both come from the node serving
+/// `stream`.
+async fn poll_readings(
     mut redis: Connection,
-    stream: String,
+    config: Arc<Config>,
     metrics: Arc<Metrics>,
-    interval: Duration,
     shutdown: Shutdown,
 ) {
+    let stream = config.stream.as_str();
     loop {
         let mut info = redis::cmd("INFO");
         info.arg("reconcile");
-        let reading: Result<String, RedisError> = redis.query_at(&info, &stream).await;
+        let reading: Result<String, RedisError> = redis.query_at(&info, stream).await;
         match reading {
             Ok(text) => {
                 let info = ModuleInfo::parse(&text);
@@ -401,8 +401,14 @@ async fn poll_module(
                 metrics.module.set(None);
             }
         }
+        // A failed reading leaves the gauges as they were: the same failure stops the worker's
+        // own reads, which its retry metrics and the stall alert report.
+        match stream::pending(&mut redis, stream, &config.group).await {
+            Ok(pending) => metrics.pending(pending.count, pending.oldest_age(host_now_ms())),
+            Err(err) => warn!(error = %err, "reading the group's pending plans failed"),
+        }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(config.info_interval) => {}
             _ = shutdown.wait() => return,
         }
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    assert_status, eventually, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER,
+    assert_status, eventually, metric, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER,
     ETH_SHORT, GROUP,
 };
 use reconcile_exchange::paper::{FaultKind, QueuedFault};
@@ -236,6 +236,46 @@ async fn exchange_faults_give_exactly_one_order_each() {
     assert!(
         metrics.contains("reconcile_close_retry_total{cause=\"unknown_outcome\"}"),
         "{metrics}"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_held_by_an_exchange_outage_is_served_as_pending_until_it_settles() {
+    let mut harness = Harness::start().await;
+    let worker = harness.spawn(harness.config()).await;
+    let addr = worker.metrics_addr();
+    harness.exchange_down(true).await;
+    harness.publish(&plan("o:1", "BTCUSDT", "SELL", "0.001"));
+
+    let waiting = eventually(|| async move {
+        let page = scrape(addr).await;
+        let count = metric(&page, "reconcile_close_pending")?;
+        let age = metric(&page, "reconcile_close_oldest_pending_seconds")?;
+        (count == 1.0 && age >= 0.5).then_some(age)
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the held plan never showed as pending:\n{}",
+        scrape(addr).await
+    );
+    assert_eq!(harness.pending(), 1);
+    assert!(harness.close_orders().await.is_empty());
+
+    harness.exchange_down(false).await;
+    assert_status(&harness.wait_result_of("o:1").await, "success");
+    let cleared = eventually(|| async move {
+        let page = scrape(addr).await;
+        let count = metric(&page, "reconcile_close_pending")?;
+        let age = metric(&page, "reconcile_close_oldest_pending_seconds")?;
+        (count == 0.0 && age == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        cleared.is_some(),
+        "the settled plan still shows as pending:\n{}",
+        scrape(addr).await
     );
     worker.stop().await;
 }

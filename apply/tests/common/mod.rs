@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reconcile_apply::{Config, Running};
 use reconcile_exchange::paper::{
-    self, Faults, PaperConfig, PaperState, QueuedFault, RequestRecord, RunningPaper,
+    self, FaultKind, Faults, PaperConfig, PaperState, QueuedFault, RequestRecord, RunningPaper,
 };
 use reconcile_exchange::{
     host_now_ms, Client, ClientConfig, ClientOrderId, Credentials, Decimal, MarketOrder, Order,
@@ -246,6 +246,15 @@ impl Harness {
             .collect()
     }
 
+    /// While `down`, every exchange request fails with HTTP 503, as when the exchange is down.
+    pub async fn exchange_down(&self, down: bool) {
+        let faults = Faults {
+            always: down.then_some(FaultKind::Http503),
+            ..Faults::default()
+        };
+        self.paper.control().set_faults(&faults).await.unwrap();
+    }
+
     pub async fn inject(&self, queue: Vec<QueuedFault>) {
         let faults = Faults {
             queue,
@@ -328,6 +337,13 @@ pub async fn scrape(addr: SocketAddr) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
+}
+
+/// The value of the unlabelled series `name` in a metrics page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 async fn open(client: &Client, symbol: &str, side: Side, qty: Decimal) -> Order {
