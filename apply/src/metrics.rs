@@ -2,12 +2,15 @@
 //! system's dashboards and alerts use.
 
 use std::collections::BTreeSet;
-
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+use reconcile_exchange::Client;
 
 use crate::invariants::Rule;
 use crate::module_info::{Latest, ModuleCollector};
@@ -188,10 +191,60 @@ impl Metrics {
         self.retries.with_label_values(&[cause.label()]).inc();
     }
 
+    /// Serves the exchange client's clock offset and request pause, read at each scrape.
+    pub fn watch_exchange(&self, exchange: Arc<Client>) -> Result<(), prometheus::Error> {
+        self.registry
+            .register(Box::new(ExchangeGauges::new(exchange)?))
+    }
+
     /// Records a reading of the group's pending plans.
     pub(crate) fn pending(&self, count: u64, oldest_age: Duration) {
         self.pending.set(i64::try_from(count).unwrap_or(i64::MAX));
         self.oldest_pending.set(oldest_age.as_secs_f64());
+    }
+}
+
+/// The exchange client's state as gauges, taken when Prometheus scrapes.
+struct ExchangeGauges {
+    exchange: Arc<Client>,
+    clock_offset: Gauge,
+    pause: Gauge,
+}
+
+impl ExchangeGauges {
+    fn new(exchange: Arc<Client>) -> Result<ExchangeGauges, prometheus::Error> {
+        Ok(ExchangeGauges {
+            exchange,
+            clock_offset: Gauge::new(
+                "reconcile_exchange_clock_offset_seconds",
+                "The exchange's clock minus this host's, as last learned; signed requests \
+                 correct for it",
+            )?,
+            pause: Gauge::new(
+                "reconcile_exchange_pause_seconds",
+                "What remains of the pause the exchange asked for with Retry-After (429 or a \
+                 418 ban); no request is sent meanwhile",
+            )?,
+        })
+    }
+}
+
+impl Collector for ExchangeGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.clock_offset.desc();
+        descs.extend(self.pause.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Milliseconds to seconds: an offset is far below the 2^53 where f64 loses precision.
+        let offset_ms = self.exchange.clock_offset_ms() as f64;
+        self.clock_offset.set(offset_ms / 1000.0);
+        let pause = self.exchange.holding_off().unwrap_or_default();
+        self.pause.set(pause.as_secs_f64());
+        let mut families = self.clock_offset.collect();
+        families.extend(self.pause.collect());
+        families
     }
 }
 

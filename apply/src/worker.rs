@@ -99,7 +99,7 @@ pub async fn run(
     start(config, credentials, shutdown).await?.wait().await
 }
 
-/// Starts the worker: binds the metrics endpoint, builds the exchange client, and spawns the
+/// Starts the worker: builds the exchange client, binds the metrics endpoint, and spawns the
 /// task that connects to Redis and processes plans.
 pub async fn start(
     config: Config,
@@ -107,7 +107,13 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Running, Error> {
     let config = Arc::new(config);
+    let mut exchange = ClientConfig::new(config.exchange_url.clone());
+    exchange.timeout = config.exchange_timeout;
+    exchange.unknown_outcome_settle = config.exchange_settle;
+    let exchange = Arc::new(Client::new(exchange, credentials)?);
+
     let metrics = Arc::new(Metrics::new(config.limits.max_qty.symbols())?);
+    metrics.watch_exchange(Arc::clone(&exchange))?;
     let (metrics_addr, server) = reconcile_worker::metrics::spawn(
         config.metrics_addr,
         metrics.registry().clone(),
@@ -118,11 +124,6 @@ pub async fn start(
         addr: config.metrics_addr,
         source,
     })?;
-
-    let mut exchange = ClientConfig::new(config.exchange_url.clone());
-    exchange.timeout = config.exchange_timeout;
-    exchange.unknown_outcome_settle = config.exchange_settle;
-    let exchange = Arc::new(Client::new(exchange, credentials)?);
 
     let main = tokio::spawn(main_task(config, exchange, metrics, shutdown));
     Ok(Running {

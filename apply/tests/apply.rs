@@ -7,7 +7,7 @@ use common::{
     assert_status, eventually, metric, plan, scrape, with, Harness, BTC_HOLD, BTC_LONG, CONSUMER,
     ETH_SHORT, GROUP,
 };
-use reconcile_exchange::paper::{FaultKind, QueuedFault};
+use reconcile_exchange::paper::{FaultKind, Faults, QueuedFault};
 use reconcile_exchange::{ClientOrderId, ClosePlan, PositionMode, Side};
 use reconcile_tests::{quarantine_of, STREAM};
 use rust_decimal::dec;
@@ -277,6 +277,51 @@ async fn a_plan_held_by_an_exchange_outage_is_served_as_pending_until_it_settles
         "the settled plan still shows as pending:\n{}",
         scrape(addr).await
     );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_clock_offset_and_a_ban_are_served_as_gauges() {
+    let mut harness = Harness::start().await;
+    let skewed = Faults {
+        clock_skew_ms: 2_500,
+        ..Faults::default()
+    };
+    harness.paper.control().set_faults(&skewed).await.unwrap();
+    let worker = harness.spawn(harness.config()).await;
+    let addr = worker.metrics_addr();
+    let page = scrape(addr).await;
+    let offset = metric(&page, "reconcile_exchange_clock_offset_seconds");
+    // The worker learned the offset at start; a loopback round trip blurs it by far less.
+    assert!(
+        offset.is_some_and(|seconds| (seconds - 2.5).abs() < 0.25),
+        "{offset:?} in\n{page}"
+    );
+    assert_eq!(metric(&page, "reconcile_exchange_pause_seconds"), Some(0.0));
+
+    let ban = QueuedFault::on_place_order(FaultKind::RateLimited {
+        status: 418,
+        retry_after_s: 120,
+    });
+    let banned = Faults {
+        clock_skew_ms: 2_500,
+        queue: vec![ban],
+        ..Faults::default()
+    };
+    harness.paper.control().set_faults(&banned).await.unwrap();
+    harness.publish(&plan("b:1", "BTCUSDT", "SELL", "0.001"));
+    let pause = eventually(|| async move {
+        let page = scrape(addr).await;
+        metric(&page, "reconcile_exchange_pause_seconds").filter(|seconds| *seconds > 100.0)
+    })
+    .await;
+    assert!(
+        pause.is_some(),
+        "the ban never showed:\n{}",
+        scrape(addr).await
+    );
+    assert!(harness.close_orders().await.is_empty());
+    assert_eq!(harness.pending(), 1);
     worker.stop().await;
 }
 
