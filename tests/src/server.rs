@@ -357,6 +357,11 @@ impl RedisServer {
         read_lossy(&self.options.log_path())
     }
 
+    /// Whether the handle still holds a process: false once [`RedisServer::crash`] killed it.
+    pub fn is_alive(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -386,11 +391,17 @@ impl RedisServer {
 
     /// Kills the server with SIGKILL, as a crash would; returns its options for a restart.
     pub fn kill(mut self) -> ServerOptions {
+        self.crash();
+        self.options.clone()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and keeps the handle: for a server
+    /// that others hold by reference, such as a cluster node.
+    pub fn crash(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.options.clone()
     }
 
     /// SHUTDOWN, then start again with the same options on the same directory.
