@@ -604,11 +604,14 @@ info_field() {
 step "15. The workers' /metrics"
 wait_for "the apply worker exporting the module's counters" 10 \
     metric_is "$apply_metrics" reconcile_module_guard_denied_total 3
+wait_for "the apply worker reporting no plan left waiting" 10 \
+    metric_is "$apply_metrics" reconcile_close_pending 0
 echo "> curl http://$apply_metrics/metrics (apply worker)"
 apply_text=$(curl -fsS --max-time 2 "http://$apply_metrics/metrics") ||
     fail "the apply worker's /metrics did not answer"
 apply_lines='^(reconcile_close_(consumed|executed|guardrail_fail)_total|quantum_apply_dedupe'
-apply_lines+='|reconcile_close_plan_to_order_seconds_count|reconcile_module_)'
+apply_lines+='|reconcile_close_plan_to_order_seconds_count|reconcile_close_(pending|oldest_pending)'
+apply_lines+='|reconcile_exchange_|reconcile_module_)'
 # Labelled series still at zero are left out: every rule and status starts at zero.
 grep -E "$apply_lines" <<<"$apply_text" | grep -Ev '\} 0$' | indent
 apply_value() {
