@@ -4,6 +4,8 @@
 #   make build   build the workspace in release mode (target/release/libreconcile.so)
 #   make test    deps, build, then every test in the workspace, and the alert rule tests
 #   make test-alerts   check deploy/prometheus/reconcile-alerts.yml and run its promtool tests
+#   make test-valkey   every test in the workspace again, with Valkey 8 in place of Redis 7.0
+#                (fetched from Debian's backports into target/valkey; VALKEY_SERVER overrides)
 #   make demo    deps, build, then a walk through the module on a throwaway redis-server
 #   make bench   measure the module against plain Redis and write BENCHMARKS.md
 #                (BENCH_SHORT=1: a quick smoke run that writes nothing)
@@ -23,7 +25,7 @@ JOBS ?= 2
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps build test test-alerts demo bench lint fuzz clean
+.PHONY: deps build test test-alerts test-valkey demo bench lint fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -37,6 +39,13 @@ build:
 test: deps test-alerts
 	$(CARGO) build --release --workspace --jobs $(JOBS)
 	$(CARGO) test --release --workspace --jobs $(JOBS) --no-fail-fast
+
+# Not part of `make test`: it runs the whole suite a second time, and fetching Valkey adds an
+# apt source on a machine that lacks one.
+test-valkey: deps
+	$(CARGO) build --release --workspace --jobs $(JOBS)
+	REDIS_SERVER="$$(scripts/valkey.sh)" \
+		$(CARGO) test --release --workspace --jobs $(JOBS) --no-fail-fast
 
 test-alerts:
 	@scripts/deps.sh promtool

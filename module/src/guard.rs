@@ -72,8 +72,9 @@ const SCRIPT_COMMANDS: [&[u8]; 6] = [
 const BOTH_SIDES: [&[u8]; 1] = [b"copy"];
 /// Commands that wipe or swap whole databases, guarded streams included.
 const WHOLE_DB: [&[u8]; 3] = [b"flushall", b"flushdb", b"swapdb"];
-/// Commands that only read their keys, for servers that report no key flags (Redis 7.0
-/// answers 0 for every key). Any other command naming a guarded key is taken for a write.
+/// Commands that only read their keys, for servers that report no key flags (Redis 7.0 and
+/// Valkey 8.0 answer 0 for the keys of ordinary commands). Any other command naming a guarded
+/// key is taken for a write.
 const READS: [&[u8]; 17] = [
     b"xrange",
     b"xrevrange",
