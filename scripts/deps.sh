@@ -35,16 +35,9 @@ is_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
 }
 
-as_root() {
-    if ((EUID == 0)); then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "deps: need root to run: $*" >&2
-        exit 1
-    fi
-}
+script=deps
+# shellcheck source=scripts/as-root.sh
+source "$(dirname "$0")/as-root.sh"
 
 # apt starts and enables the packaged redis-server on port 6379 (and prometheus on 9090).
 # Nothing here uses them, and an unexpected server on a well-known port only confuses, so

@@ -19,18 +19,13 @@ if [[ -x "$server" ]]; then
     exit 0
 fi
 
-as_root() {
-    if ((EUID == 0)); then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "valkey: need root to run: $*" >&2
-        exit 1
-    fi
-}
+script=valkey
+# shellcheck source=scripts/as-root.sh
+source "$(dirname "$0")/as-root.sh"
 
-if ! apt-cache policy valkey-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+# Read whole before matching: grep -q stopping early would fail the pipe under pipefail.
+policy=$(apt-cache policy valkey-server 2>/dev/null || true)
+if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     if [[ -z "$codename" ]]; then
         echo "valkey: no valkey-server package and no Debian release to find one for" >&2
