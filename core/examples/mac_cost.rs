@@ -58,13 +58,15 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
     // A throwaway key for the measurement; it never leaves this process.
-    let ring =
+    let mut ring =
         Keyring::parse(b"bench 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
             .expect("the literal keyring parses");
+    let stream = b"quantum:stream:reconcile.close";
+    // Prepared for the stream, as the module prepares its ring for the guarded streams.
+    ring.prepare_streams(&[stream]);
     let key = ring.signing();
     let mut fields: Vec<&[u8]> = PLAN.to_vec();
     fields.extend_from_slice(&[b"ts", b"1737846123456"]);
-    let stream = b"quantum:stream:reconcile.close";
 
     // The bytes the MAC covers, laid out as the canonical encoding does.
     let header = [

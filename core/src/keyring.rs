@@ -167,6 +167,17 @@ impl Keyring {
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
+
+    /// Hashes, for every key, the fixed head of entries of these streams once, so that signing
+    /// and checking entries of them skip it. The tags are unchanged, and entries of any other
+    /// stream are handled from the start as before.
+    pub fn prepare_streams<S: AsRef<[u8]>>(&mut self, streams: &[S]) {
+        for key in &mut self.keys {
+            for stream in streams {
+                key.mac.prepare(key.kid.as_bytes(), stream.as_ref());
+            }
+        }
+    }
 }
 
 fn check_permissions(path: &Path) -> Result<(), KeyringError> {

@@ -30,9 +30,42 @@ pub const RESERVED_FIELDS: [&[u8]; 3] = [KID_FIELD, SIGNED_MS_FIELD, HMAC_FIELD]
 pub const TAG_HEX_LEN: usize = 64;
 
 /// A keyed HMAC-SHA256, with the key's inner and outer pads already hashed so that each MAC
-/// costs only the message. The state is wiped when dropped.
+/// costs only the message. It can also keep, per stream named in advance, the state after the
+/// encoding's fixed head (domain tag, kid, stream key), which saves a plan one of its SHA-256
+/// blocks. Every state is wiped when dropped.
 pub struct MacKey {
-    state: ManuallyDrop<Hmac<Sha256>>,
+    state: WipedState,
+    heads: Vec<Head>,
+}
+
+/// The state after the fixed head of one (kid, stream) pair.
+struct Head {
+    kid: Box<[u8]>,
+    stream: Box<[u8]>,
+    state: WipedState,
+}
+
+/// An HMAC state that is zeroed when dropped.
+struct WipedState(ManuallyDrop<Hmac<Sha256>>);
+
+impl WipedState {
+    fn new(state: Hmac<Sha256>) -> WipedState {
+        WipedState(ManuallyDrop::new(state))
+    }
+
+    fn resume(&self) -> Hmac<Sha256> {
+        (*self.0).clone()
+    }
+}
+
+impl Drop for WipedState {
+    fn drop(&mut self) {
+        let state: *mut Hmac<Sha256> = &mut *self.0;
+        // SAFETY: an HMAC-SHA256 state is two SHA-256 cores (integer arrays and a block counter)
+        // and a fixed block buffer: no pointers, no heap, no Drop of its own, and all-zero bytes
+        // are a valid value. The state is wrapped in ManuallyDrop and never used again.
+        unsafe { zeroize::zeroize_flat_type(state) }
+    }
 }
 
 impl MacKey {
@@ -42,22 +75,40 @@ impl MacKey {
         let state = Hmac::<Sha256>::new_from_slice(bytes)
             .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
         MacKey {
-            state: ManuallyDrop::new(state),
+            state: WipedState::new(state),
+            heads: Vec::new(),
         }
     }
 
-    fn start(&self) -> Hmac<Sha256> {
-        (*self.state).clone()
+    /// Hashes the fixed head of entries signed as `kid` in `stream` once, so that MACs for
+    /// that pair start after it. The tags are the same with or without it.
+    pub fn prepare(&mut self, kid: &[u8], stream: &[u8]) {
+        if self.prepared(kid, stream).is_some() {
+            return;
+        }
+        let mut head = vec![0; head_len(kid, stream)];
+        write_head(&mut Writer(&mut head), kid, stream);
+        let mut state = self.state.resume();
+        state.update(&head);
+        self.heads.push(Head {
+            kid: kid.into(),
+            stream: stream.into(),
+            state: WipedState::new(state),
+        });
     }
-}
 
-impl Drop for MacKey {
-    fn drop(&mut self) {
-        let state: *mut Hmac<Sha256> = &mut *self.state;
-        // SAFETY: an HMAC-SHA256 state is two SHA-256 cores (integer arrays and a block counter)
-        // and a fixed block buffer: no pointers, no heap, no Drop of its own, and all-zero bytes
-        // are a valid value. The state is wrapped in ManuallyDrop and never used again.
-        unsafe { zeroize::zeroize_flat_type(state) }
+    fn prepared(&self, kid: &[u8], stream: &[u8]) -> Option<&Head> {
+        self.heads
+            .iter()
+            .find(|h| *h.stream == *stream && *h.kid == *kid)
+    }
+
+    /// A state to continue from, and whether it has already taken the head.
+    fn start(&self, kid: &[u8], stream: &[u8]) -> (Hmac<Sha256>, bool) {
+        match self.prepared(kid, stream) {
+            Some(head) => (head.state.resume(), true),
+            None => (self.state.resume(), false),
+        }
     }
 }
 
@@ -72,23 +123,43 @@ pub fn fingerprint(key_bytes: &[u8]) -> String {
 /// Encodings up to this length are laid out on the stack; a plan takes about 540 bytes.
 const STACK_MESSAGE: usize = 1024;
 
-/// Length of the canonical encoding of these items.
-fn canonical_len(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> usize {
-    let header = DOMAIN_TAG.len() + kid.len() + stream.len() + signed_ms.len() + 4 * 8;
-    let body: usize = fields.iter().map(|item| item.len() + 8).sum();
-    header + 8 + body
+/// Length of the encoding's fixed head: domain tag, kid and stream key.
+fn head_len(kid: &[u8], stream: &[u8]) -> usize {
+    DOMAIN_TAG.len() + kid.len() + stream.len() + 3 * 8
 }
 
-/// Writes the canonical encoding into `out`, which is exactly [`canonical_len`] long.
-fn write_canonical(out: &mut [u8], kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) {
-    let mut out = Writer(out);
-    for item in [DOMAIN_TAG, kid, stream, signed_ms] {
+/// Length of the rest: signing time, pair count, fields and values.
+fn body_len(signed_ms: &[u8], fields: &[&[u8]]) -> usize {
+    let items: usize = fields.iter().map(|item| item.len() + 8).sum();
+    signed_ms.len() + 8 + 8 + items
+}
+
+fn write_head(out: &mut Writer, kid: &[u8], stream: &[u8]) {
+    for item in [DOMAIN_TAG, kid, stream] {
         out.item(item);
     }
+}
+
+fn write_body(out: &mut Writer, signed_ms: &[u8], fields: &[&[u8]]) {
+    out.item(signed_ms);
     out.number(fields.len() / 2);
     for item in fields {
         out.item(item);
     }
+}
+
+/// Writes the encoding into `out`, sized exactly: the head only when `head` is given.
+fn write_encoding(
+    out: &mut [u8],
+    head: Option<(&[u8], &[u8])>,
+    signed_ms: &[u8],
+    fields: &[&[u8]],
+) {
+    let mut out = Writer(out);
+    if let Some((kid, stream)) = head {
+        write_head(&mut out, kid, stream);
+    }
+    write_body(&mut out, signed_ms, fields);
 }
 
 /// Fills a buffer from the front. Bytes past its end are dropped; callers size it exactly.
@@ -125,8 +196,9 @@ impl Writer<'_> {
 /// field and value length-prefixed. Every item carries its length, so the bytes determine the
 /// items: two different entries never share an encoding.
 pub fn canonical_message(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut buf = vec![0; canonical_len(kid, stream, signed_ms, fields)];
-    write_canonical(&mut buf, kid, stream, signed_ms, fields);
+    let head = Some((kid, stream));
+    let mut buf = vec![0; head_len(kid, stream) + body_len(signed_ms, fields)];
+    write_encoding(&mut buf, head, signed_ms, fields);
     buf
 }
 
@@ -139,14 +211,17 @@ fn encode(
 ) -> Hmac<Sha256> {
     // Laid out in one buffer and hashed in one call: many small updates cost a quarter more
     // than the hashing itself for a plan-sized entry. A plan's buffer lives on the stack.
-    let mut mac = key.start();
-    let len = canonical_len(kid, stream, signed_ms, fields);
+    let (mut mac, head_done) = key.start(kid, stream);
+    let head = (!head_done).then_some((kid, stream));
+    let len = head.map_or(0, |(kid, stream)| head_len(kid, stream)) + body_len(signed_ms, fields);
     let mut stack = [0u8; STACK_MESSAGE];
     if let Some(buf) = stack.get_mut(..len) {
-        write_canonical(buf, kid, stream, signed_ms, fields);
+        write_encoding(buf, head, signed_ms, fields);
         mac.update(buf);
     } else {
-        mac.update(&canonical_message(kid, stream, signed_ms, fields));
+        let mut buf = vec![0; len];
+        write_encoding(&mut buf, head, signed_ms, fields);
+        mac.update(&buf);
     }
     mac
 }
@@ -331,15 +406,19 @@ mod tests {
         mac.update(&expected);
         let want = hex::encode(mac.finalize().into_bytes());
 
-        let ring = ring();
-        let tag = sign(
-            ring.signing().mac(),
-            b"k2",
-            STREAM,
-            b"1700000000000",
-            &[b"side", b"SELL"],
-        );
-        assert_eq!(std::str::from_utf8(&tag).unwrap(), want);
+        // The same with the head hashed in advance, as the module holds its rings.
+        let mut prepared = ring();
+        prepared.prepare_streams(&[STREAM]);
+        for ring in [ring(), prepared] {
+            let tag = sign(
+                ring.signing().mac(),
+                b"k2",
+                STREAM,
+                b"1700000000000",
+                &[b"side", b"SELL"],
+            );
+            assert_eq!(std::str::from_utf8(&tag).unwrap(), want);
+        }
     }
 
     #[test]

@@ -262,7 +262,16 @@ fn parse_integer(text: &[u8]) -> Option<i64> {
     if !written_as_redis_writes {
         return None;
     }
-    std::str::from_utf8(text).ok()?.parse().ok()
+    // Summed as a negative number, which reaches i64::MIN; overflow is a refusal.
+    let mut negative: i64 = 0;
+    for &d in digits {
+        negative = negative.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if text.len() > digits.len() {
+        Some(negative)
+    } else {
+        negative.checked_neg()
+    }
 }
 
 /// Where a read starts for one stream.

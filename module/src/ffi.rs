@@ -543,10 +543,7 @@ pub fn client_address(ctx: *mut RedisModuleCtx) -> Option<String> {
 }
 
 /// Fires a stream keyspace event (`event` is NUL-terminated) for the key `name`.
-pub fn notify(ctx: *mut RedisModuleCtx, event: &[u8], name: *mut RedisModuleString) {
-    let Ok(event) = CStr::from_bytes_with_nul(event) else {
-        return;
-    };
+pub fn notify(ctx: *mut RedisModuleCtx, event: &CStr, name: *mut RedisModuleString) {
     api!(RedisModule_NotifyKeyspaceEvent(
         ctx,
         raw::REDISMODULE_NOTIFY_STREAM,

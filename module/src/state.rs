@@ -43,7 +43,11 @@ pub fn keyring() -> Option<Arc<Keyring>> {
         .clone()
 }
 
-pub fn replace_keyring(ring: Keyring) {
+/// Puts `ring` in force, prepared for the guarded streams.
+pub fn replace_keyring(mut ring: Keyring) {
+    if let Some(settings) = settings() {
+        ring.prepare_streams(&settings.guards);
+    }
     let mut slot = KEYRING
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());

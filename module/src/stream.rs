@@ -70,11 +70,11 @@ pub fn append(
     if status != ffi::OK {
         return Err(add_error());
     }
-    ffi::notify(ctx, b"xadd\0", name);
+    ffi::notify(ctx, c"xadd", name);
 
     let trimmed = trim.map(|t| trim_stream(&key, t)).unwrap_or(0);
     if trimmed > 0 {
-        ffi::notify(ctx, b"xtrim\0", name);
+        ffi::notify(ctx, c"xtrim", name);
     }
     let keep = (trimmed > 0).then(|| key.len());
     Ok(Some(Appended {

@@ -2,6 +2,7 @@
 
 use std::fs;
 
+use reconcile_tests::canonical::mac_hex;
 use reconcile_tests::reply::{self, Entry};
 use reconcile_tests::{quarantine_of, Client, Flaw, Key, KeyringFile, ServerOptions, STREAM};
 use redis::Value;
@@ -58,6 +59,12 @@ fn rotation_signs_with_the_new_key_and_retires_the_old_one() {
 
     let new = client.sign(STREAM, &[("qty", "2")]);
     assert_eq!(kid_of(&mut client, &new), "b");
+    // The reloaded ring is prepared for the guarded stream like the first: the documented MAC.
+    let entries = client.xrange(STREAM);
+    let entry = entries.iter().find(|e| e.id == new).expect("new entry");
+    let signed_ms = entry.get("signed_ms").expect("signed_ms");
+    let expected = mac_hex(&new_key.bytes, "b", STREAM, &signed_ms, entry.user_fields());
+    assert_eq!(entry.get("hmac"), Some(expected));
     assert_eq!(client.verify(STREAM, &old), "OK");
     assert_eq!(client.verify(STREAM, &new), "OK");
     let read = client.read_entries(&["RECONCILE.XREADVERIFIED", "STREAMS", STREAM, "0"], STREAM);

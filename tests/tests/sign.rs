@@ -73,6 +73,26 @@ fn hmac_is_the_documented_canonical_mac() {
 }
 
 #[test]
+fn every_guarded_stream_gets_the_documented_mac() {
+    // The module hashes the fixed head of each guarded stream's entries once, at load; the
+    // tags must be those of the documented encoding all the same, in every guarded stream.
+    let key = Key::random("k1");
+    let keyring = KeyringFile::new(&[&key]);
+    let other = "quantum:stream:reconcile.close.eth";
+    let server = ServerOptions::guarded(&keyring)
+        .load_arg("guard", other)
+        .start();
+    let mut client = server.client();
+    for stream in [STREAM, other, STREAM] {
+        client.sign(stream, &[("symbol", "ETHUSDT"), ("qty", "1.5")]);
+        let entry = client.xrange(stream).pop().expect("entry");
+        let signed_ms = entry.get("signed_ms").expect("signed_ms");
+        let expected = mac_hex(&key.bytes, "k1", stream, &signed_ms, entry.user_fields());
+        assert_eq!(entry.get("hmac").expect("hmac"), expected, "{stream}");
+    }
+}
+
+#[test]
 fn binary_and_empty_values_round_trip_and_verify() {
     let fixture = Guarded::start();
     let mut client = fixture.client();

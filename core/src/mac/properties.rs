@@ -214,6 +214,32 @@ pub fn signed_entry_verifies_and_changes_fail(
     );
 }
 
+/// A ring prepared for `stream` signs every entry, of that stream or any other, with the tags
+/// of an unprepared ring, and each ring accepts what the other signed.
+pub fn prepared_ring_signs_alike(secret: &[u8], stream: &[u8], other: &[u8], user: &[Vec<u8>]) {
+    let (plain, _) = ring_with(secret);
+    let (mut prepared, _) = ring_with(secret);
+    prepared.prepare_streams(&[stream]);
+    let mut user = user.to_vec();
+    if !user.len().is_multiple_of(2) {
+        user.pop();
+    }
+    for target in [stream, other] {
+        let by_plain = signed_entry(&plain, target, b"1700000000000", &user);
+        let by_prepared = signed_entry(&prepared, target, b"1700000000000", &user);
+        assert_eq!(by_plain, by_prepared);
+        assert_eq!(check(&prepared, target, &by_plain, None), Ok(()));
+        assert_eq!(check(&plain, target, &by_prepared, None), Ok(()));
+    }
+    if stream != other {
+        let moved = signed_entry(&prepared, stream, b"1700000000000", &user);
+        assert_eq!(
+            check(&prepared, other, &moved, None),
+            Err(Rejection::BadMac)
+        );
+    }
+}
+
 /// The canonical decimal form the module writes: digits only, no leading zero.
 fn is_decimal(text: &[u8]) -> bool {
     !text.is_empty()
@@ -338,6 +364,16 @@ mod tests {
             change in any::<usize>(),
         ) {
             signed_entry_verifies_and_changes_fail(&secret, &stream, signed_at, &user, change, fresh);
+        }
+
+        #[test]
+        fn prepared_rings_sign_alike(
+            secret in prop::collection::vec(any::<u8>(), 32..40),
+            stream in item(),
+            other in item(),
+            user in prop::collection::vec(item(), 0..8),
+        ) {
+            prepared_ring_signs_alike(&secret, &stream, &other, &user);
         }
 
         #[test]

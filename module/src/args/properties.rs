@@ -72,6 +72,15 @@ pub fn stream_id_text(text: &[u8]) {
     }
 }
 
+/// `parse_integer` takes exactly the texts Redis writes for an i64, and reads them right.
+pub fn integer_text(text: &[u8]) {
+    let canonical = std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| n.to_string().as_bytes() == text);
+    assert_eq!(parse_integer(text), canonical, "{text:?}");
+}
+
 /// `parse_xadd` on any argument list: no panic, and an accepted call is consistent.
 pub fn xadd_accepts_consistently(args: &[&[u8]]) {
     let Ok(parsed) = parse_xadd(args) else {
@@ -539,6 +548,20 @@ mod tests {
         #[test]
         fn written_xread_calls_parse_back(call in xread_call()) {
             xread_round_trip(&call);
+        }
+
+        #[test]
+        fn integers_parse_as_redis_writes_them(
+            text in prop_oneof![
+                "[-+]?[0-9]{1,20}",
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just(i64::MIN.to_string()),
+                Just(i64::MAX.to_string()),
+                Just("9223372036854775808".to_string()),
+                Just("-9223372036854775809".to_string()),
+            ],
+        ) {
+            integer_text(text.as_bytes());
         }
     }
 }
