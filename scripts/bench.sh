@@ -87,7 +87,7 @@ server_cpu() {
 
 # per_call BEFORE AFTER CALLS: CPU microseconds per call between two server_cpu readings.
 per_call() {
-    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.2f", (b - a) / n}'
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.3f", (b - a) / n}'
 }
 
 median() {
@@ -136,18 +136,27 @@ signed_cpu_us=$(printf '%s\n' "${signed_cpu[@]}" | median)
 xadd_cpu_us=$(printf '%s\n' "${xadd_cpu[@]}" | median)
 
 # 2. The guard's cost: GET and SET with the module loaded against a server without it.
-declare -A cmd_rps
+# Beside the rates, each server's CPU time per request, as for signing above.
+declare -A cmd_rps cmd_cpu
 for cmd in GET SET; do
     with=()
     without=()
+    with_cpu=()
+    without_cpu=()
     for _ in $(seq "$rounds"); do
         args=("$cmd" bench:key)
         [[ "$cmd" == SET ]] && args+=(value)
+        start=$(server_cpu "$guarded")
         with+=("$(rps "$guarded" "${args[@]}")")
+        with_cpu+=("$(per_call "$start" "$(server_cpu "$guarded")" "$requests")")
+        start=$(server_cpu "$plain")
         without+=("$(rps "$plain" "${args[@]}")")
+        without_cpu+=("$(per_call "$start" "$(server_cpu "$plain")" "$requests")")
     done
     cmd_rps[$cmd,with]=$(printf '%s\n' "${with[@]}" | median)
     cmd_rps[$cmd,without]=$(printf '%s\n' "${without[@]}" | median)
+    cmd_cpu[$cmd,with]=$(printf '%s\n' "${with_cpu[@]}" | median)
+    cmd_cpu[$cmd,without]=$(printf '%s\n' "${without_cpu[@]}" | median)
 done
 
 # 2b. The same cost in instructions: redis-server under callgrind, one client with pipeline 16
@@ -294,6 +303,8 @@ table=$(
 | RECONCILE.XREADVERIFIED vs XREADGROUP, COUNT 100 (server instructions per entry outside SHA-256, callgrind; ratio is XREADGROUP/XREADVERIFIED) | ${instr[read,verified]} | ${instr[read,native]} | $(instr_ratio "${instr[read,verified]}" "${instr[read,native]}") | >= 0.80 |
 | GET with the module vs without (req/s) | ${cmd_rps[GET,with]} | ${cmd_rps[GET,without]} | $(ratio "${cmd_rps[GET,with]}" "${cmd_rps[GET,without]}") | >= 0.98 |
 | SET with the module vs without (req/s) | ${cmd_rps[SET,with]} | ${cmd_rps[SET,without]} | $(ratio "${cmd_rps[SET,with]}" "${cmd_rps[SET,without]}") | >= 0.98 |
+| GET with the module vs without (server CPU time per request, µs, INFO cpu; ratio is without/with) | ${cmd_cpu[GET,with]} | ${cmd_cpu[GET,without]} | $(ratio "${cmd_cpu[GET,without]}" "${cmd_cpu[GET,with]}") | >= 0.98 |
+| SET with the module vs without (server CPU time per request, µs, INFO cpu; ratio is without/with) | ${cmd_cpu[SET,with]} | ${cmd_cpu[SET,without]} | $(ratio "${cmd_cpu[SET,without]}" "${cmd_cpu[SET,with]}") | >= 0.98 |
 | GET with the module vs without (server instructions per request, callgrind; ratio is without/with) | ${instr[GET,with]} | ${instr[GET,without]} | $(instr_ratio "${instr[GET,with]}" "${instr[GET,without]}") | >= 0.98 |
 | SET with the module vs without (server instructions per request, callgrind; ratio is without/with) | ${instr[SET,with]} | ${instr[SET,without]} | $(instr_ratio "${instr[SET,with]}" "${instr[SET,without]}") | >= 0.98 |
 | MAC of one plan ($(mac_value encoded_bytes) bytes encoded) vs HMAC-SHA256 in one piece (ns) | $(mac_value sign_ns) | $(mac_value hmac_one_piece_ns) | $(ratio "$(mac_value hmac_one_piece_ns)" "$(mac_value sign_ns)") | |
