@@ -170,7 +170,7 @@ impl Writer<'_> {
         let rest = std::mem::take(&mut self.0);
         let (dst, tail) = rest.split_at_mut(bytes.len().min(rest.len()));
         if let Some(src) = bytes.get(..dst.len()) {
-            dst.copy_from_slice(src);
+            copy_short(dst, src);
         }
         self.0 = tail;
     }
@@ -188,6 +188,34 @@ impl Writer<'_> {
     fn item(&mut self, item: &[u8]) {
         self.number(item.len());
         self.raw(item);
+    }
+}
+
+/// `dst.copy_from_slice(src)` for slices of one length. Most items of a plan are under 16 bytes,
+/// and for those a call to `memcpy` costs more than the copy: they are moved as two fixed-size
+/// pieces that overlap in the middle instead.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    fn ends<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        if let (Some(d), Some(s)) = (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
+            *d = *s;
+        }
+        if let (Some(d), Some(s)) = (dst.last_chunk_mut::<N>(), src.last_chunk::<N>()) {
+            *d = *s;
+        }
+    }
+    match src.len() {
+        n if n != dst.len() => {}
+        0 => {}
+        1..=3 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..=7 => ends::<4>(dst, src),
+        8..=15 => ends::<8>(dst, src),
+        16..=32 => ends::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
