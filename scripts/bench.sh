@@ -106,6 +106,7 @@ guarded=$port
 start_server plain
 plain=$port
 
+# The 13 fields of a close plan, as the engine publishes them.
 plan=(plan_id reconclose:BTCUSDT:a1b2c3d4e5f6:1737846123456 decision RECONCILE_CLOSE
     symbol BTCUSDT side SELL type MARKET qty 0.002 reduceOnly true reason reconcile_drift
     source p3.4 signature a1b2c3d4e5f6 exchange_amt 0.012 ledger_amt 0.010 ts 1737846123456)
@@ -296,9 +297,9 @@ table=$(
     cat <<EOF
 | measurement | reconcile-guard | baseline | ratio | target |
 |---|---|---|---|---|
-| RECONCILE.XADDSIGNED vs XADD, 12 plan fields (req/s) | $signed_rps | $xadd_rps | $(ratio "$signed_rps" "$xadd_rps") | >= 0.85 |
-| RECONCILE.XADDSIGNED vs XADD, 12 plan fields (server CPU time per call, µs, INFO cpu; ratio is XADD/XADDSIGNED) | $signed_cpu_us | $xadd_cpu_us | $(ratio "$xadd_cpu_us" "$signed_cpu_us") | >= 0.85 |
-| RECONCILE.XADDSIGNED vs XADD, 12 plan fields (server instructions per call outside SHA-256, callgrind; ratio is XADD/XADDSIGNED) | ${instr[add,signed]} | ${instr[add,plain]} | $(instr_ratio "${instr[add,signed]}" "${instr[add,plain]}") | >= 0.85 |
+| RECONCILE.XADDSIGNED vs XADD, the 13 fields of a plan (req/s) | $signed_rps | $xadd_rps | $(ratio "$signed_rps" "$xadd_rps") | >= 0.85 |
+| RECONCILE.XADDSIGNED vs XADD, the 13 fields of a plan (server CPU time per call, µs, INFO cpu; ratio is XADD/XADDSIGNED) | $signed_cpu_us | $xadd_cpu_us | $(ratio "$xadd_cpu_us" "$signed_cpu_us") | >= 0.85 |
+| RECONCILE.XADDSIGNED vs XADD, the 13 fields of a plan (server instructions per call outside SHA-256, callgrind; ratio is XADD/XADDSIGNED) | ${instr[add,signed]} | ${instr[add,plain]} | $(instr_ratio "${instr[add,signed]}" "${instr[add,plain]}") | >= 0.85 |
 | RECONCILE.XREADVERIFIED vs XREADGROUP, COUNT 100 (entries/s) | $entries_verified | $entries_native | $(ratio "$verified_rps" "$native_rps") | >= 0.80 |
 | RECONCILE.XREADVERIFIED vs XREADGROUP, COUNT 100 (server instructions per entry outside SHA-256, callgrind; ratio is XREADGROUP/XREADVERIFIED) | ${instr[read,verified]} | ${instr[read,native]} | $(instr_ratio "${instr[read,verified]}" "${instr[read,native]}") | >= 0.80 |
 | GET with the module vs without (req/s) | ${cmd_rps[GET,with]} | ${cmd_rps[GET,without]} | $(ratio "${cmd_rps[GET,with]}" "${cmd_rps[GET,without]}") | >= 0.98 |

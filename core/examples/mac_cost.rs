@@ -12,7 +12,7 @@ use reconcile_core::keyring::Keyring;
 use reconcile_core::mac;
 use sha2::{Digest, Sha256};
 
-/// The twelve fields of a close plan as the engine publishes them.
+/// The fields of a close plan as the engine publishes them, but the last.
 const PLAN: [&[u8]; 24] = [
     b"plan_id",
     b"reconclose:BTCUSDT:a1b2c3d4e5f6:1737846123456",
@@ -38,7 +38,7 @@ const PLAN: [&[u8]; 24] = [
     b"0.012",
     b"ledger_amt",
     b"0.010",
-    // ts is the twelfth field; its pair is added below to keep the array a literal.
+    // ts, the thirteenth field, is added below to keep the array a literal.
 ];
 
 fn time(iterations: u32, mut f: impl FnMut()) -> f64 {
