@@ -7,12 +7,13 @@
 //! which answers the error and logs who tried.
 //!
 //! Most commands name no guarded key, and the filter lets them go after comparing their
-//! arguments with the guarded names. Only when an argument matches does it ask Redis which
+//! arguments with the guarded names; for long commands whose one key is their first argument,
+//! after comparing that argument alone. Only when an argument matches does it ask Redis which
 //! arguments are keys and how the command uses them.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use redis_module::raw;
@@ -95,6 +96,39 @@ const READS: [&[u8]; 17] = [
     b"watch",
 ];
 
+/// Commands whose one key is their first argument, and which often carry many arguments: for
+/// these the guard compares that argument alone instead of every one. The list is checked
+/// against the server's own key table when the module loads (see [`confirm_single_key`]); a
+/// command Redis describes otherwise, or does not know, keeps the full comparison.
+const SINGLE_KEY: [&[u8]; 20] = [
+    b"xadd",
+    b"hset",
+    b"hmset",
+    b"hdel",
+    b"hmget",
+    b"sadd",
+    b"srem",
+    b"smismember",
+    b"zadd",
+    b"zrem",
+    b"zmscore",
+    b"lpush",
+    b"rpush",
+    b"lpushx",
+    b"rpushx",
+    b"xdel",
+    b"pfadd",
+    b"geoadd",
+    b"geopos",
+    b"geohash",
+];
+
+/// Shorter commands are compared in full: they have few arguments to compare anyway.
+const SINGLE_KEY_MIN_ARGS: c_int = 5;
+
+/// The entries of [`SINGLE_KEY`] the server confirmed at load.
+static SINGLE_KEY_CONFIRMED: OnceLock<Vec<&'static [u8]>> = OnceLock::new();
+
 fn one_of(name: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
@@ -163,8 +197,43 @@ static FILTER_CTX: Mutex<usize> = Mutex::new(0);
 pub fn register(ctx: *mut RedisModuleCtx) -> bool {
     let detached = api!(RedisModule_GetDetachedThreadSafeContext(ctx) or ptr::null_mut());
     *FILTER_CTX.lock().unwrap_or_else(|e| e.into_inner()) = detached as usize;
+    let confirmed = confirm_single_key(ctx);
+    let _ = SINGLE_KEY_CONFIRMED.set(confirmed);
     let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter), 0) or ptr::null_mut());
     !filter.is_null()
+}
+
+/// The commands of [`SINGLE_KEY`] for which the server reports exactly one key, the first
+/// argument, in a call of nine arguments. A range of keys (as `MSET` or `DEL` have) would show
+/// more than one; a renamed or missing command shows none.
+fn confirm_single_key(ctx: *mut RedisModuleCtx) -> Vec<&'static [u8]> {
+    const SAMPLE: [&[u8]; 8] = [b"k", b"1", b"2", b"3", b"4", b"5", b"6", b"7"];
+    SINGLE_KEY
+        .into_iter()
+        .filter(|&name| {
+            let words: Vec<OwnedString> = std::iter::once(name)
+                .chain(SAMPLE)
+                .filter_map(OwnedString::new)
+                .collect();
+            let argv: Vec<*mut RedisModuleString> = words.iter().map(|w| w.as_ptr()).collect();
+            argv.len() == SAMPLE.len() + 1
+                && matches!(keys_of(ctx, &argv), KeyInfo::Keys(keys)
+                    if keys.iter().map(|k| k.pos).eq([1]))
+        })
+        .collect()
+}
+
+/// Whether only the first argument of this command needs comparing.
+fn single_key(name: &[u8], argc: c_int) -> bool {
+    argc >= SINGLE_KEY_MIN_ARGS
+        && SINGLE_KEY_CONFIRMED
+            .get()
+            .is_some_and(|list| one_of(name, list))
+}
+
+/// How many commands the guard compares by their key alone, for the load log.
+pub fn single_key_commands() -> usize {
+    SINGLE_KEY_CONFIRMED.get().map_or(0, Vec::len)
 }
 
 fn filter_ctx() -> *mut RedisModuleCtx {
@@ -224,7 +293,8 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     } else {
         let protected = state::protected_names();
         let mut hits: Vec<(usize, &[u8])> = Vec::new();
-        for i in 1..argc {
+        let scan_end = if single_key(name, argc) { 2 } else { argc };
+        for i in 1..scan_end {
             let a = arg(i);
             if let Some(p) = protected.iter().find(|p| p.as_slice() == a) {
                 hits.push((i as usize, p.as_slice()));
@@ -242,15 +312,23 @@ extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     }
 }
 
-/// Asks Redis which arguments are keys and how the command uses each.
+/// Asks Redis which arguments of the filtered command are keys and how it uses each.
 fn key_info(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: c_int) -> KeyInfo {
     let argv: Vec<*mut RedisModuleString> = (0..argc)
         .map(|i| api!(RedisModule_CommandFilterArgGet(fctx, i) or ptr::null_mut()))
         .collect();
+    keys_of(filter_ctx(), &argv)
+}
+
+/// Which arguments of the command `argv` are keys, and how it uses each, by the server's
+/// command table. `ctx` is any context of this module.
+fn keys_of(ctx: *mut RedisModuleCtx, argv: &[*mut RedisModuleString]) -> KeyInfo {
+    let Ok(argc) = c_int::try_from(argv.len()) else {
+        return KeyInfo::Invalid;
+    };
     if argv.iter().any(|a| a.is_null()) {
         return KeyInfo::Invalid;
     }
-    let ctx = filter_ctx();
     let mut num: c_int = 0;
     let mut flags: *mut c_int = ptr::null_mut();
     // SAFETY: plain reads of pointers set at load.

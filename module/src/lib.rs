@@ -165,6 +165,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     if !admin::register_config(ctx) {
         return refuse("could not register reconcile.max-age-ms");
     }
+    let summary = format!(
+        "{summary}; {} long single-key commands checked by their key alone",
+        guard::single_key_commands()
+    );
     ffi::log(ctx, Level::Notice, &summary);
     Status::Ok
 }

@@ -416,6 +416,109 @@ fn reads_and_consumer_group_commands_pass_the_guard() {
     drop(fixture);
 }
 
+/// Long forms (five arguments or more) of the commands the guard checks by their first
+/// argument alone, each naming `key` there, with `value` wherever the command takes a member,
+/// field or value.
+fn long_single_key_calls(key: &str, value: &str) -> Vec<Vec<String>> {
+    let v = value;
+    [
+        format!("XADD {key} * {v} {v} f {v}"),
+        format!("HSET {key} {v} {v} f {v}"),
+        format!("HMSET {key} {v} {v} f {v}"),
+        format!("HDEL {key} {v} {v} f"),
+        format!("HMGET {key} {v} {v} f"),
+        format!("SADD {key} {v} {v} m"),
+        format!("SREM {key} {v} {v} m"),
+        format!("SMISMEMBER {key} {v} {v} m"),
+        format!("ZADD {key} 1 {v} 2 m"),
+        format!("ZREM {key} {v} {v} m"),
+        format!("ZMSCORE {key} {v} {v} m"),
+        format!("LPUSH {key} {v} {v} m"),
+        format!("RPUSH {key} {v} {v} m"),
+        format!("LPUSHX {key} {v} {v} m"),
+        format!("RPUSHX {key} {v} {v} m"),
+        format!("XDEL {key} 1-1 2-2 3-3"),
+        format!("PFADD {key} {v} {v} m"),
+        format!("GEOADD {key} 1 2 {v} 3 4 m"),
+        format!("GEOPOS {key} {v} {v} m"),
+        format!("GEOHASH {key} {v} {v} m"),
+    ]
+    .iter()
+    .map(|line| words(line))
+    .collect()
+}
+
+#[test]
+fn long_single_key_commands_are_refused_on_guarded_keys_by_their_first_argument() {
+    // The guard compares only the first argument of these when they are long; it must still
+    // refuse each on the guarded stream and its quarantine, in any case of the name.
+    let (fixture, mut client, _) = populated();
+    let g = STREAM;
+    let quarantine = quarantine_of(g);
+    let mut failures = refusal_failures(&mut client, g, &long_single_key_calls(g, "x"));
+    let mut lower = long_single_key_calls(g, g);
+    for call in &mut lower {
+        call[0] = call[0].to_lowercase();
+    }
+    failures.extend(refusal_failures(&mut client, g, &lower));
+    let on_quarantine = long_single_key_calls(&quarantine, "x");
+    failures.extend(refusal_failures(&mut client, &quarantine, &on_quarantine));
+    assert!(
+        failures.is_empty(),
+        "refusals that did not hold:\n{}",
+        failures.join("\n")
+    );
+    assert!(fixture.server.log().contains("20 long single-key commands"));
+}
+
+#[test]
+fn long_single_key_commands_pass_with_the_guarded_name_as_a_value() {
+    let (fixture, mut client, _) = populated();
+    let mut wrongly_refused = Vec::new();
+    for call in long_single_key_calls("elsewhere", STREAM) {
+        // Each runs on a key of its own type: a fresh name per call.
+        client.call(&["DEL", "elsewhere"]).ok();
+        if let Err(err) = client.call(&call) {
+            if err.code == "GUARDED" {
+                wrongly_refused.push(format!("{call:?}: {err}"));
+            }
+        }
+    }
+    assert!(wrongly_refused.is_empty(), "{wrongly_refused:#?}");
+    assert_eq!(client.int(&["XLEN", STREAM]), 3);
+    drop(fixture);
+}
+
+#[test]
+fn renamed_commands_are_checked_by_what_they_are_not_by_their_name() {
+    // XADD under another name is compared in full. HSET renamed away and MSET renamed to
+    // HSET: the name the guard would compare by its first argument alone now runs a command
+    // with a key in every other argument, which the check at load notices.
+    let fixture = Guarded::start_with(|options| {
+        options
+            .config("rename-command", &["XADD", "APPEND_ENTRY"])
+            .config("rename-command", &["HSET", "HSET_ORIGINAL"])
+            .config("rename-command", &["MSET", "HSET"])
+    });
+    let mut client = fixture.client();
+    let calls = vec![
+        words(&format!("APPEND_ENTRY {STREAM} * a 1 b 2")),
+        words(&format!("HSET other v {STREAM} overwritten a b")),
+    ];
+    let failures = refusal_failures(&mut client, STREAM, &calls);
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(
+        client.text(&["HSET", "other", "v", "also", "w"]),
+        "OK",
+        "HSET runs MSET"
+    );
+    assert!(
+        fixture.server.log().contains("18 long single-key commands"),
+        "{}",
+        fixture.server.log()
+    );
+}
+
 #[test]
 fn guarded_name_as_a_value_or_a_lookalike_key_is_not_guarded() {
     let (fixture, mut client, _) = populated();
