@@ -224,8 +224,13 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
 /// field and value length-prefixed. Every item carries its length, so the bytes determine the
 /// items: two different entries never share an encoding.
 pub fn canonical_message(kid: &[u8], stream: &[u8], signed_ms: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let head = Some((kid, stream));
-    let mut buf = vec![0; head_len(kid, stream) + body_len(signed_ms, fields)];
+    encoding_on_heap(Some((kid, stream)), signed_ms, fields)
+}
+
+/// The encoding in a vector of its own: the head only when `head` is given.
+fn encoding_on_heap(head: Option<(&[u8], &[u8])>, signed_ms: &[u8], fields: &[&[u8]]) -> Vec<u8> {
+    let len = head.map_or(0, |(kid, stream)| head_len(kid, stream)) + body_len(signed_ms, fields);
+    let mut buf = vec![0; len];
     write_encoding(&mut buf, head, signed_ms, fields);
     buf
 }
@@ -247,9 +252,7 @@ fn encode(
         write_encoding(buf, head, signed_ms, fields);
         mac.update(buf);
     } else {
-        let mut buf = vec![0; len];
-        write_encoding(&mut buf, head, signed_ms, fields);
-        mac.update(&buf);
+        mac.update(&encoding_on_heap(head, signed_ms, fields));
     }
     mac
 }
@@ -444,6 +447,29 @@ mod tests {
                 STREAM,
                 b"1700000000000",
                 &[b"side", b"SELL"],
+            );
+            assert_eq!(std::str::from_utf8(&tag).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn entries_too_long_for_the_stack_get_the_same_mac() {
+        // Past the stack buffer the encoding is built on the heap; the tag must not change.
+        let long = vec![b'x'; STACK_MESSAGE * 2];
+        let fields: [&[u8]; 2] = [b"blob", &long];
+        let key_bytes = hex::decode(&RING[3..67]).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes).unwrap();
+        mac.update(&canonical_message(b"k2", STREAM, b"1700000000000", &fields));
+        let want = hex::encode(mac.finalize().into_bytes());
+        let mut prepared = ring();
+        prepared.prepare_streams(&[STREAM]);
+        for ring in [ring(), prepared] {
+            let tag = sign(
+                ring.signing().mac(),
+                b"k2",
+                STREAM,
+                b"1700000000000",
+                &fields,
             );
             assert_eq!(std::str::from_utf8(&tag).unwrap(), want);
         }
